@@ -1,0 +1,173 @@
+"""Pre-send checks of an issue: content valid, size, disclaimer, links, nothing left unrendered.
+
+`check_issue` returns every problem (one line each) rather than stopping at the first, so an editor
+fixes them all in one go. `newsletter send` runs it and refuses to send on any problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+from .config import Settings
+from .content import (
+    Issue,
+    Summary,
+    issue_path,
+    load_issue,
+    load_summaries,
+    load_summary,
+    resolve_summaries,
+)
+from .errors import ContentError, TemplateError
+from .render import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS, RenderedEmail, Renderer
+
+LEFTOVER_MARKERS = ("{{", "{%", "<mj-")
+
+
+@dataclass
+class CheckReport:
+    issue_id: str
+    problems: list[str] = field(default_factory=list)
+    html_bytes: int | None = None
+    text_bytes: int | None = None
+    summaries: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _LinkCollector(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        for name, value in attrs:
+            if name in ("href", "src") and value is not None:
+                self.hrefs.append(value)
+
+
+def check_rendered(email: RenderedEmail, settings: Settings, label: str) -> list[str]:
+    """Problems in one rendered email (both parts)."""
+    problems = []
+    parts = {"HTML": email.html, "text": email.text}
+    for part, body in parts.items():
+        for marker in LEFTOVER_MARKERS:
+            if marker in body:
+                problems.append(f"{label}: {part} part has unrendered template text {marker!r}")
+        placeholders = HTML_PLACEHOLDERS if part == "HTML" else TEXT_PLACEHOLDERS
+        for name, what in (("unsubscribe_url", "unsubscribe"), ("preferences_url", "preferences")):
+            if placeholders[name] not in body:
+                problems.append(f"{label}: {part} part has no {what} link ({placeholders[name]})")
+        flat = " ".join(body.split())
+        if part == "HTML":
+            flat = " ".join(_html_text(body).split())
+        for paragraph in email.disclaimer.split("\n\n"):
+            if " ".join(paragraph.split()) not in flat:
+                problems.append(f"{label}: {part} part is missing the research disclaimer")
+                break
+        if settings.postal_address not in flat:
+            problems.append(f"{label}: {part} part is missing the postal address")
+
+    collector = _LinkCollector()
+    collector.feed(email.html)
+    for href in collector.hrefs:
+        if href in HTML_PLACEHOLDERS.values():
+            continue
+        if not re.match(r"^(https?://|mailto:)", href):
+            problems.append(f"{label}: HTML link is not absolute: {href!r}")
+    if "link" in collector.tags or "@import" in email.html:
+        problems.append(f"{label}: HTML fetches a stylesheet from elsewhere (<link> or @import)")
+    size_kb = len(email.html.encode("utf-8")) / 1024
+    if size_kb > settings.max_html_kb:
+        problems.append(
+            f"{label}: HTML is {size_kb:.0f} KB, over the limit of {settings.max_html_kb} KB "
+            "(Gmail clips messages over about 102 KB)"
+        )
+    return problems
+
+
+def _html_text(html: str) -> str:
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.chunks: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("style", "script", "title"):
+                self.skip += 1
+
+        def handle_endtag(self, tag):
+            if tag in ("style", "script", "title"):
+                self.skip -= 1
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.chunks.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    return " ".join(parser.chunks)
+
+
+def check_issue(
+    settings: Settings, issue_ref: str, renderer: Renderer | None = None
+) -> CheckReport:
+    """Run every pre-send check on the issue; problems are collected, never raised."""
+    report = CheckReport(issue_id=str(issue_ref))
+    try:
+        issue: Issue = load_issue(settings, issue_ref)
+    except ContentError as err:
+        report.problems.extend(err.problems)
+        return report
+    report.issue_id = issue.id
+    path = str(issue_path(settings, str(issue_ref)))
+    summaries: dict[str, Summary] = {}
+    try:
+        summaries = load_summaries(settings)
+    except ContentError as err:
+        report.problems.extend(err.problems)
+        # Keep going with the valid ones, so unknown ids are still reported separately.
+        summaries = _valid_summaries(settings)
+    try:
+        chosen = resolve_summaries(issue, summaries, path)
+    except ContentError as err:
+        invalid = _invalid_ids(settings)
+        report.problems.extend(p for p in err.problems if not any(f"'{i}'" in p for i in invalid))
+        return report
+    report.summaries = len(chosen)
+    renderer = renderer or Renderer(settings)
+    # The largest selection (all topics) and the smallest (only the first summary: no cards).
+    selections = {"all topics": chosen, "a single summary": chosen[:1]}
+    for label, selection in selections.items():
+        try:
+            email = renderer.render(issue, selection)
+        except TemplateError as err:
+            report.problems.append(str(err))
+            return report
+        if label == "all topics":
+            report.html_bytes = len(email.html.encode("utf-8"))
+            report.text_bytes = len(email.text.encode("utf-8"))
+        report.problems.extend(check_rendered(email, settings, f"{issue.id} ({label})"))
+    return report
+
+
+def _valid_summaries(settings: Settings) -> dict[str, Summary]:
+    valid = {}
+    for path in sorted(settings.paths.summaries.glob("*.yaml")):
+        summary, _ = load_summary(path, settings)
+        if summary is not None:
+            valid[summary.id] = summary
+    return valid
+
+
+def _invalid_ids(settings: Settings) -> set[str]:
+    """Ids whose files exist but are invalid: already reported, not 'unknown'."""
+    existing = {p.stem for p in settings.paths.summaries.glob("*.yaml")}
+    return existing - set(_valid_summaries(settings))

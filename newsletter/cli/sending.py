@@ -1,0 +1,3 @@
+"""Placeholder: commands of this area are being written."""
+
+COMMANDS: list = []

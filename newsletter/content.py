@@ -1,0 +1,251 @@
+"""Summaries and issues: read, validate, and write the YAML files editors work with.
+
+A summary is `summaries/<id>.yaml`; an issue is `issues/<id>.yaml`. Loading validates every file and
+collects every problem before raising, so one bad file never hides the errors of the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from .config import SLUG_RE, Settings, format_validation_error, read_yaml
+from .errors import ContentError
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+OneLine = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\r\n]*$")
+]
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TEASER_LENGTH = 100
+
+
+class Summary(BaseModel):
+    """One plain-language research summary. All text is plain text, escaped wherever it lands."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    title: OneLine
+    headline: Text
+    date: dt.date
+    journal: OneLine
+    topics: list[Annotated[str, StringConstraints(pattern=SLUG_RE)]] = Field(min_length=1)
+    url: AnyHttpUrl
+    findings: Text
+    why_it_matters: Text
+    limitations: Text
+    teaser: OneLine | None = None
+    source_url: AnyHttpUrl | None = None
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, value):
+        # YAML gives a date for 2026-11-01 but a string for "11/1/2026"; only ISO dates are accepted.
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+        return value
+
+    @property
+    def card_teaser(self) -> str:
+        """The teaser, or the headline cut at a word near TEASER_LENGTH characters."""
+        return self.teaser or shorten(self.headline, TEASER_LENGTH)
+
+
+class Issue(BaseModel):
+    """One month's issue: which summaries, in which order, under which subject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(pattern=ID_RE.pattern)]
+    date: dt.date
+    subject: OneLine
+    preheader: OneLine
+    intro: str | None = None
+    summaries: list[str] = Field(min_length=1)
+
+    @field_validator("summaries")
+    @classmethod
+    def _no_repeats(cls, ids: list[str]) -> list[str]:
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"summary listed more than once: {', '.join(repeated)}")
+        return ids
+
+
+def shorten(text: str, width: int) -> str:
+    """Cut `text` at a word boundary at or before `width` characters, adding an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1].rsplit(" ", 1)[0].rstrip(",;:.-–— ")
+    return cut + "…"
+
+
+def _key_lines(path: Path, text: str) -> dict[str, int]:
+    """Line number (1-based) of each top-level key, so errors can point at the line."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+
+
+def _load_model(path: Path, model: type[BaseModel], extra: dict) -> tuple[BaseModel | None, list]:
+    try:
+        data = read_yaml(path, ContentError)
+    except ContentError as err:
+        return None, err.problems
+    if not isinstance(data, dict):
+        return None, [f"{path}: expected a mapping of fields, found {type(data).__name__}"]
+    if "id" in data and model is Summary:
+        return None, [
+            f"{path}:{_key_lines(path, path.read_text())['id']}: field 'id': "
+            "a summary's id is its file name; remove this field"
+        ]
+    try:
+        return model(**{**data, **extra}), []
+    except ValidationError as err:
+        lines = _key_lines(path, path.read_text(encoding="utf-8"))
+        return None, format_validation_error(str(path), err, lines)
+
+
+def load_summary(path: Path, settings: Settings) -> tuple[Summary | None, list[str]]:
+    """Load one summary; returns it (or None) and the list of problems found."""
+    summary, problems = _load_model(path, Summary, {"id": path.stem})
+    if summary is not None:
+        known = settings.topic_slugs
+        unknown = [t for t in summary.topics if t not in known]
+        if unknown:
+            line = _key_lines(path, path.read_text(encoding="utf-8")).get("topics")
+            where = f"{path}:{line}" if line else str(path)
+            problems.append(
+                f"{where}: field 'topics': unknown topic {', '.join(map(repr, unknown))} "
+                f"(known topics: {', '.join(known)})"
+            )
+            summary = None
+    return summary, problems
+
+
+def load_summaries(settings: Settings) -> dict[str, Summary]:
+    """Every summary in the summaries folder, by id; ContentError lists every problem found."""
+    folder = settings.paths.summaries
+    if not folder.is_dir():
+        raise ContentError([f"{folder}: summaries folder not found"])
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise ContentError([f"{folder}: no summaries (*.yaml files) found"])
+    summaries, problems = {}, []
+    for path in paths:
+        if not ID_RE.match(path.stem):
+            problems.append(f"{path}: file name must be letters, digits, '.', '_' or '-'")
+            continue
+        summary, errors = load_summary(path, settings)
+        problems.extend(errors)
+        if summary is not None:
+            summaries[summary.id] = summary
+    if problems:
+        raise ContentError(problems)
+    return summaries
+
+
+def issue_path(settings: Settings, issue: str) -> Path:
+    """ISSUE on the command line is an id (`2026-12`) or the path of an issue file."""
+    candidate = Path(issue)
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        return candidate
+    return settings.paths.issues / f"{issue}.yaml"
+
+
+def load_issue(settings: Settings, issue: str | Path) -> Issue:
+    """Load and validate one issue file (not yet checking that its summaries exist)."""
+    path = issue_path(settings, str(issue))
+    if not path.exists():
+        raise ContentError([f"{path}: issue not found (compose it with `newsletter compose`)"])
+    loaded, problems = _load_model(path, Issue, {})
+    if problems:
+        raise ContentError(problems)
+    return loaded
+
+
+def issue_files(settings: Settings) -> list[Path]:
+    folder = settings.paths.issues
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def summaries_in_issues(settings: Settings, exclude: str | None = None) -> set[str]:
+    """Ids of every summary named by an issue file (other than `exclude`)."""
+    used: set[str] = set()
+    for path in issue_files(settings):
+        if path.stem == exclude:
+            continue
+        issue = load_issue(settings, path)
+        used.update(issue.summaries)
+    return used
+
+
+def resolve_summaries(issue: Issue, summaries: dict[str, Summary], path: str = "") -> list[Summary]:
+    """The issue's summaries, in issue order; ContentError names every unknown id."""
+    unknown = [sid for sid in issue.summaries if sid not in summaries]
+    if unknown:
+        where = path or f"issue {issue.id}"
+        raise ContentError(
+            [f"{where}: field 'summaries': no summary named {sid!r}" for sid in unknown]
+        )
+    return [summaries[sid] for sid in issue.summaries]
+
+
+def dump_issue(issue: Issue) -> str:
+    """The YAML text of an issue file, in a stable, editor-friendly order."""
+    data = {
+        "id": issue.id,
+        "date": issue.date,
+        "subject": issue.subject,
+        "preheader": issue.preheader,
+        "intro": issue.intro or "",
+        "summaries": list(issue.summaries),
+    }
+    header = (
+        f"# Issue {issue.id}. Edit the subject, preheader, intro and the order of summaries;\n"
+        "# the first summary a reader gets is shown in full, the rest as cards.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write_issue(settings: Settings, issue: Issue, path: Path | None = None) -> Path:
+    """Write the issue file atomically (a temp file renamed into place: never half-written)."""
+    path = path or settings.paths.issues / f"{issue.id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(dump_issue(issue), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def journals_phrase(journals: Iterable[str]) -> str:
+    """'A', 'A and B', 'A, B and C': distinct journals in first-seen order."""
+    names = list(dict.fromkeys(journals))
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]

@@ -1,0 +1,78 @@
+"""The newsletter's exceptions, in one small tree.
+
+Every exception here is a user's problem (a bad file, a refused command) and carries a message that
+says what to fix; the CLI prints it as one line and exits 1. Anything else is a bug and may traceback.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base of every error the user can fix; `str(err)` is the one-line message."""
+
+
+class ConfigError(NewsletterError):
+    """`newsletter.yaml` is missing or invalid."""
+
+
+class ContentError(NewsletterError):
+    """One or more summaries or issue files are invalid.
+
+    `problems` holds one message per problem, so one bad file never hides the others.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class TemplateError(NewsletterError):
+    """A Jinja or MJML template failed to render (names the template and line)."""
+
+
+class NothingToCompose(NewsletterError):
+    """No summary is eligible for a new issue."""
+
+
+class IssueExists(NewsletterError):
+    """The issue file exists already and `--force` was not given (or it has been sent)."""
+
+
+class CheckFailed(NewsletterError):
+    """Pre-send checks found problems; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber operation was refused (unknown address, duplicate, bad topic...)."""
+
+
+class ImportRefused(NewsletterError):
+    """A CSV import found invalid rows; nothing was written. `problems` holds one line each."""
+
+    def __init__(self, problems: list[str], summary: str | None = None):
+        self.problems = list(problems)
+        super().__init__(summary or "\n".join(self.problems))
+
+
+class DeliveryError(NewsletterError):
+    """Sending failed or was refused; the ledger says exactly who got what."""
+
+
+class SendLocked(DeliveryError):
+    """Another `send` of the same issue is running."""
+
+
+class AuthenticationError(DeliveryError):
+    """The email provider refused our credentials or sender (401/403); nothing was sent."""
+
+
+class PayloadRejected(DeliveryError):
+    """The provider refused a request as malformed (400/413): a bug in what we sent."""
+
+
+class TokenError(NewsletterError):
+    """A signed link is forged, truncated, altered, or for another purpose."""

@@ -1,0 +1,191 @@
+"""Render an issue for one selection of summaries: HTML (Jinja2 → MJML → HTML → premailer) and text.
+
+A render serves every subscriber whose topics select the same summaries (a "segment"). What differs
+per recipient (name, chosen topics, preference and unsubscribe links) is left as placeholders, which
+`fill` replaces at delivery, or SendGrid replaces through `substitutions`.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import premailer
+from mjml import mjml2html
+
+from .config import Settings
+from .content import Issue, Summary, journals_phrase
+from .errors import TemplateError
+from .templating import add_utm, make_environment, render_template
+
+# Per-recipient values. HTML and plain text get separate placeholders, because the HTML part needs
+# the value HTML-escaped (a name like "Ana & Jo") and the text part needs it as it is.
+RECIPIENT_FIELDS = ("name", "topics", "preferences_url", "unsubscribe_url")
+
+
+def placeholder(name: str, html_part: bool) -> str:
+    """`%%name%%` in text, `%%name|html%%` in HTML: survive MJML, premailer and hrefs unchanged."""
+    return f"%%{name}|html%%" if html_part else f"%%{name}%%"
+
+
+HTML_PLACEHOLDERS = {name: placeholder(name, True) for name in RECIPIENT_FIELDS}
+TEXT_PLACEHOLDERS = {name: placeholder(name, False) for name in RECIPIENT_FIELDS}
+
+TEMPLATE_HTML = "email/issue.mjml.j2"
+TEMPLATE_TEXT = "email/issue.txt.j2"
+TEMPLATE_DISCLAIMER = "email/disclaimer.txt.j2"
+TEXT_WIDTH = 78
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One segment's email, with per-recipient placeholders still in it."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    summary_ids: tuple[str, ...]
+    journals: tuple[str, ...]
+    disclaimer: str = field(repr=False, default="")
+
+
+def select_summaries(summaries: Iterable[Summary], topics: Iterable[str] | str) -> list[Summary]:
+    """The summaries (in issue order) that share a topic with `topics`; "all" selects every one."""
+    if topics == "all":
+        return list(summaries)
+    chosen = set(topics)
+    return [s for s in summaries if chosen.intersection(s.topics)]
+
+
+def substitutions(values: Mapping[str, str]) -> dict[str, str]:
+    """Placeholder → value for both parts: HTML-escaped for the HTML part, plain for the text."""
+    subs = {}
+    for name in RECIPIENT_FIELDS:
+        value = values.get(name, "")
+        subs[TEXT_PLACEHOLDERS[name]] = value
+        subs[HTML_PLACEHOLDERS[name]] = html.escape(value, quote=True)
+    return subs
+
+
+def fill(template: str, subs: Mapping[str, str]) -> str:
+    """Replace every placeholder in a rendered part with the recipient's value."""
+    for key, value in subs.items():
+        if key in template:
+            template = template.replace(key, value)
+    return template
+
+
+class Renderer:
+    """Renders issues with the workspace's templates; build one and reuse it for every segment."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.env = make_environment(settings.paths.templates)
+        self.site_host = urlsplit(settings.site).hostname
+
+    def _context(self, issue: Issue, summaries: list[Summary], html_part: bool) -> dict:
+        s = self.settings
+        return {
+            "settings": s,
+            "issue": issue,
+            "featured": summaries[0],
+            "cards": summaries[1:],
+            "summaries": summaries,
+            "journals": journals_phrase(x.journal for x in summaries),
+            "recipient": HTML_PLACEHOLDERS if html_part else TEXT_PLACEHOLDERS,
+            "link": lambda url: add_utm(str(url), issue.id, self.site_host),
+            "site_link": add_utm(s.site, issue.id, self.site_host),
+            "width": TEXT_WIDTH,
+        }
+
+    def disclaimer(self, issue: Issue, summaries: list[Summary]) -> str:
+        """The standard research disclaimer (plain text paragraphs) naming these journals."""
+        context = self._context(issue, summaries, html_part=False)
+        text = render_template(self.env, TEMPLATE_DISCLAIMER, **context)
+        paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+        return "\n\n".join(p for p in paragraphs if p)
+
+    def render(self, issue: Issue, summaries: list[Summary]) -> RenderedEmail:
+        """Render the email for this selection of the issue's summaries (in issue order)."""
+        if not summaries:
+            raise ValueError("a rendered email needs at least one summary")
+        disclaimer = self.disclaimer(issue, summaries)
+        paragraphs = disclaimer.split("\n\n")
+        mjml_source = render_template(
+            self.env,
+            TEMPLATE_HTML,
+            **self._context(issue, summaries, html_part=True),
+            disclaimer_paragraphs=paragraphs,
+        )
+        text = render_template(
+            self.env,
+            TEMPLATE_TEXT,
+            **self._context(issue, summaries, html_part=False),
+            disclaimer_paragraphs=paragraphs,
+        )
+        return RenderedEmail(
+            subject=issue.subject,
+            preheader=issue.preheader,
+            html=mjml_to_html(mjml_source, TEMPLATE_HTML),
+            text=tidy_text(text),
+            summary_ids=tuple(s.id for s in summaries),
+            journals=tuple(dict.fromkeys(s.journal for s in summaries)),
+            disclaimer=disclaimer,
+        )
+
+
+def mjml_to_html(source: str, template_name: str) -> str:
+    """MJML → HTML → CSS inlined; nothing fetched from the network, responsive rules kept."""
+    try:
+        # fonts={} stops mjml-python linking Google Fonts; we use a system font stack.
+        raw = mjml2html(source, fonts={})
+    except ValueError as exc:
+        raise TemplateError(f"{template_name}: MJML error: {exc}") from None
+    inliner = premailer.Premailer(
+        raw,
+        allow_network=False,  # never fetch <link> stylesheets
+        strip_important=False,  # MJML's media queries need their !important to win on phones
+        keep_style_tags=True,  # media queries cannot be inlined
+        remove_classes=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    out = inliner.transform(pretty_print=False)
+    # lxml adds a doctype of its own choosing; keep the one MJML gave (HTML5).
+    if not out.lstrip().lower().startswith("<!doctype"):
+        out = "<!doctype html>\n" + out
+    return out
+
+
+def tidy_text(text: str) -> str:
+    """Collapse runs of blank lines the template's conditionals leave behind."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line == "" and (not out or out[-1] == ""):
+            continue
+        out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def topics_phrase(settings: Settings, topics: Iterable[str] | str) -> str:
+    """How the footer names a subscriber's chosen topics."""
+    if topics == "all":
+        return "all topics"
+    labels = settings.topic_labels
+    return ", ".join(labels.get(t, t) for t in topics)
+
+
+def preview_values(settings: Settings, topics: Iterable[str] | str) -> dict[str, str]:
+    """Stand-in per-recipient values for previews and `render`: links that cannot act on anyone."""
+    base = settings.preferences_base
+    return {
+        "name": "reader",
+        "topics": topics_phrase(settings, topics),
+        "preferences_url": f"{base}/preferences/preview",
+        "unsubscribe_url": f"{base}/unsubscribe/preview",
+    }

@@ -1,0 +1,130 @@
+"""The SQLite store: subscribers, their history, the send ledger. All SQL lives in this package.
+
+`Database` opens (and on first use creates and migrates) the file; the query modules beside this
+one (`subscribers`, `ledger`, `events`) take a `Database` and hold the SQL for their job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import NewsletterError
+from .migrations import MIGRATIONS
+
+
+def now() -> str:
+    """UTC time as ISO text with seconds: sorts correctly and reads well in reports."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Database:
+    """One connection to the newsletter's SQLite file, in WAL mode with foreign keys on.
+
+    Use `with db.transaction():` for every write; nothing outside it is committed half-way.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 30.0):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so transactions are explicit.
+            self.conn = sqlite3.connect(
+                str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise NewsletterError(f"{path}: cannot open the database: {exc}") from None
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise NewsletterError(f"{path}: not a newsletter database ({exc})") from None
+        self._depth = 0
+
+    # Schema ------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return row[0] or 0
+
+    def migrate(self) -> int:
+        """Apply every migration not yet applied, each in its own transaction."""
+        version = self.schema_version()
+        if version > len(MIGRATIONS):
+            raise NewsletterError(
+                f"{self.path}: database schema version {version} is newer than this tool knows "
+                f"({len(MIGRATIONS)}); upgrade the newsletter package"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript() would commit on its own; run statement by statement inside BEGIN.
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(script):
+                    self.conn.execute(statement)
+                self.conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return len(MIGRATIONS)
+
+    # Transactions ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception); nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements; triggers keep their inner `;` (sqlite3.complete_statement)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+def open_database(settings) -> Database:
+    """The workspace's database, from the settings' `paths.database`."""
+    return Database(settings.paths.database)

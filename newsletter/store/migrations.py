@@ -1,0 +1,90 @@
+"""The database schema as an ordered list of migrations. Append; never edit one that has shipped.
+
+Each migration runs once, inside a transaction, and bumps `schema_version`.
+"""
+
+from __future__ import annotations
+
+SUBSCRIBER_STATUSES = ("subscribed", "unsubscribed", "bounced", "complained", "invalid")
+LEDGER_STATES = ("pending", "submitting", "sent", "failed", "unknown", "skipped")
+
+MIGRATIONS: list[str] = [
+    # 1: subscribers, their history, the send ledger.
+    f"""
+    CREATE TABLE subscribers (
+        id                INTEGER PRIMARY KEY,
+        email             TEXT NOT NULL UNIQUE COLLATE NOCASE,  -- stored normalised (lower case)
+        name              TEXT NOT NULL DEFAULT '',
+        topics            TEXT NOT NULL DEFAULT 'all',  -- 'all', or ';'-joined sorted slugs
+        status            TEXT NOT NULL DEFAULT 'subscribed'
+                          CHECK (status IN {SUBSCRIBER_STATUSES!r}),
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        status_changed_at TEXT,
+        status_reason     TEXT,
+        status_source     TEXT CHECK (status_source IN ('import', 'cli', 'web', 'sendgrid'))
+    );
+    CREATE INDEX subscribers_by_status ON subscribers (status, id);
+
+    -- Append-only: every change of status or topics, so an admin can answer "why?".
+    CREATE TABLE history (
+        id            INTEGER PRIMARY KEY,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        at            TEXT NOT NULL,
+        field         TEXT NOT NULL CHECK (field IN ('created', 'status', 'topics', 'name')),
+        old_value     TEXT,
+        new_value     TEXT,
+        source        TEXT NOT NULL,
+        reason        TEXT
+    );
+    CREATE INDEX history_by_subscriber ON history (subscriber_id, id);
+    CREATE TRIGGER history_is_append_only_update BEFORE UPDATE ON history
+        BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+    CREATE TRIGGER history_is_append_only_delete BEFORE DELETE ON history
+        BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+
+    -- One row per issue that has been sent or started.
+    CREATE TABLE sends (
+        issue_id     TEXT PRIMARY KEY,
+        state        TEXT NOT NULL CHECK (state IN ('planned', 'sending', 'sent', 'stopped')),
+        backend      TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        send_at      TEXT,           -- scheduled delivery time (SendGrid send_at), if any
+        batch_id     TEXT,           -- SendGrid batch id for a scheduled send
+        lock_owner   TEXT,           -- 'host:pid:token' of the running send, NULL when none
+        lock_at      TEXT,
+        last_error   TEXT
+    );
+
+    -- The only truth about who got what: one row per (issue, subscriber).
+    CREATE TABLE ledger (
+        issue_id      TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        segment       TEXT NOT NULL,          -- key of the selection of summaries
+        state         TEXT NOT NULL CHECK (state IN {LEDGER_STATES!r}),
+        reason        TEXT,                   -- why skipped / failed / unknown
+        provider_id   TEXT,                   -- the provider's message id once sent
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        batch_no      INTEGER,                -- which request carried it
+        updated_at    TEXT NOT NULL,
+        delivery      TEXT,                   -- from webhooks: 'delivered', 'bounced', 'dropped'
+        delivery_at   TEXT,
+        PRIMARY KEY (issue_id, subscriber_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX ledger_by_state ON ledger (issue_id, state, segment, subscriber_id);
+
+    -- Small key/value state: suppression sync watermarks and the like.
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+
+    -- Webhook events already applied, so that a replay changes nothing.
+    CREATE TABLE webhook_events (
+        event_id    TEXT PRIMARY KEY,
+        received_at TEXT NOT NULL
+    );
+    """,
+]
