@@ -1,0 +1,50 @@
+"""Shared fixtures: a throw-away copy of the example workspace, and a CLI runner bound to it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_ISSUE = "2026-12"
+TEST_SECRET = "test-secret-key-for-signing-links-0123456789"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the repository's workspace (settings, summaries, issues, templates, CSV)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    for name in ("summaries", "issues", "templates"):
+        shutil.copytree(REPO / name, root / name)
+    for name in ("newsletter.yaml", "subscribers.example.csv"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, root / name)
+    return root
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    return load_settings(workspace / "newsletter.yaml")
+
+
+@pytest.fixture
+def run(workspace: Path, monkeypatch):
+    """Run `newsletter ARGS...` in the workspace; returns click's Result (stdout and stderr apart)."""
+    monkeypatch.chdir(workspace)
+    monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    monkeypatch.delenv("SENDGRID_API_HOST", raising=False)
+
+    def invoke(*args: str, input: str | None = None, env: dict | None = None):
+        runner = CliRunner()
+        return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+
+    return invoke
