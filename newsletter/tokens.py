@@ -57,3 +57,17 @@ def signer_from_env(allow_dev_key: bool) -> tuple[LinkSigner, bool]:
     if key:
         return LinkSigner(key), False
     return LinkSigner(DEV_SECRET), True
+
+
+# The preference centre's routes (`newsletter serve`); the links in every email point here.
+PREFERENCES_PATH = "/preferences/"
+UNSUBSCRIBE_PATH = "/unsubscribe/"
+
+
+def preferences_url(base: str, signer: LinkSigner, subscriber_id: int) -> str:
+    return f"{base.rstrip('/')}{PREFERENCES_PATH}{signer.sign(subscriber_id, 'preferences')}"
+
+
+def unsubscribe_url(base: str, signer: LinkSigner, subscriber_id: int) -> str:
+    """Also the List-Unsubscribe target: a POST here unsubscribes in one click (RFC 8058)."""
+    return f"{base.rstrip('/')}{UNSUBSCRIBE_PATH}{signer.sign(subscriber_id, 'unsubscribe')}"
