@@ -14,7 +14,6 @@ from .config import Settings
 from .content import (
     Issue,
     Summary,
-    issue_path,
     load_issue,
     load_summaries,
     load_summary,
@@ -127,7 +126,6 @@ def check_issue(
         report.problems.extend(err.problems)
         return report
     report.issue_id = issue.id
-    path = str(issue_path(settings, str(issue_ref)))
     summaries: dict[str, Summary] = {}
     try:
         summaries = load_summaries(settings)
@@ -136,7 +134,7 @@ def check_issue(
         # Keep going with the valid ones, so unknown ids are still reported separately.
         summaries = _valid_summaries(settings)
     try:
-        chosen = resolve_summaries(issue, summaries, path)
+        chosen = resolve_summaries(issue, summaries)
     except ContentError as err:
         invalid = _invalid_ids(settings)
         report.problems.extend(p for p in err.problems if not any(f"'{i}'" in p for i in invalid))

@@ -158,19 +158,41 @@ def format_validation_error(
     return problems
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text: pydantic parses them and reports a bad one by field.
+
+    (PyYAML's own date parsing raises a bare ValueError for 2026-13-01, with no file or field.)
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def read_yaml(path: Path, error_cls: type[Exception] = ConfigError) -> Any:
     """Parse a YAML file; a syntax error names the file and line."""
+    shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise error_cls(f"{path}: file not found") from None
+        raise error_cls(f"{shown}: file not found") from None
     except UnicodeDecodeError as exc:
-        raise error_cls(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error_cls(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{shown}:{mark.line + 1}" if mark else shown
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error_cls(f"{where}: YAML syntax error: {problem}") from None
 
@@ -184,11 +206,11 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     path = config_path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        raise ConfigError(f"{display_path(path)}: expected a mapping of settings at the top level")
     try:
         return Settings(**data, base_dir=path.resolve().parent)
     except ValidationError as err:
-        raise ConfigError("\n".join(format_validation_error(str(path), err))) from None
+        raise ConfigError("\n".join(format_validation_error(display_path(path), err))) from None
 
 
 DEV_SECRET = "development-only-secret-do-not-use-in-production"

@@ -18,12 +18,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
 )
 
-from .config import SLUG_RE, Settings, format_validation_error, read_yaml
+from .config import SLUG_RE, Settings, display_path, format_validation_error, read_yaml
 from .errors import ContentError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -55,15 +56,7 @@ class Summary(BaseModel):
     @field_validator("date", mode="before")
     @classmethod
     def _iso_date(cls, value):
-        # YAML gives a date for 2026-11-01 but a string for "11/1/2026"; only ISO dates are accepted.
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, str):
-            try:
-                return dt.date.fromisoformat(value.strip())
-            except ValueError:
-                raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
-        return value
+        return _parse_date(value)
 
     @property
     def card_teaser(self) -> str:
@@ -82,6 +75,21 @@ class Issue(BaseModel):
     preheader: OneLine
     intro: str | None = None
     summaries: list[str] = Field(min_length=1)
+    # The file it was read from, for error messages; not part of the file.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @source.setter
+    def source(self, path: Path) -> None:
+        self._source = path
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, value):
+        return _parse_date(value)
 
     @field_validator("summaries")
     @classmethod
@@ -90,6 +98,18 @@ class Issue(BaseModel):
         if repeated:
             raise ValueError(f"summary listed more than once: {', '.join(repeated)}")
         return ids
+
+
+def _parse_date(value):
+    """Only ISO dates (YYYY-MM-DD) are accepted: '11/1/2026' means different days to different people."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid ISO date (YYYY-MM-DD)") from None
 
 
 def shorten(text: str, width: int) -> str:
@@ -112,54 +132,59 @@ def _key_lines(path: Path, text: str) -> dict[str, int]:
     return {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
 
 
-def _load_model(path: Path, model: type[BaseModel], extra: dict) -> tuple[BaseModel | None, list]:
+def _load_model(
+    path: Path, model: type[BaseModel], extra: dict, known_topics: list[str] | None = None
+) -> tuple[BaseModel | None, list[str]]:
+    """Parse and validate one YAML file into `model`; every problem, each naming file and line."""
+    shown = display_path(path)
     try:
         data = read_yaml(path, ContentError)
     except ContentError as err:
         return None, err.problems
     if not isinstance(data, dict):
-        return None, [f"{path}: expected a mapping of fields, found {type(data).__name__}"]
+        return None, [f"{shown}: expected a mapping of fields, found {type(data).__name__}"]
+    lines = _key_lines(path, path.read_text(encoding="utf-8"))
+
+    def at(key: str) -> str:
+        return f"{shown}:{lines[key]}" if key in lines else shown
+
+    problems = []
     if "id" in data and model is Summary:
-        return None, [
-            f"{path}:{_key_lines(path, path.read_text())['id']}: field 'id': "
-            "a summary's id is its file name; remove this field"
-        ]
+        problems.append(f"{at('id')}: field 'id': a summary's id is its file name; remove this field")
+        data.pop("id")
+    if known_topics is not None and isinstance(data.get("topics"), list):
+        unknown = [str(t) for t in data["topics"] if t not in known_topics]
+        if unknown:
+            problems.append(
+                f"{at('topics')}: field 'topics': unknown topic {', '.join(map(repr, unknown))} "
+                f"(known topics: {', '.join(known_topics)})"
+            )
     try:
-        return model(**{**data, **extra}), []
+        loaded = model(**{**data, **extra})
     except ValidationError as err:
-        lines = _key_lines(path, path.read_text(encoding="utf-8"))
-        return None, format_validation_error(str(path), err, lines)
+        return None, problems + format_validation_error(shown, err, lines)
+    return (None if problems else loaded), problems
 
 
 def load_summary(path: Path, settings: Settings) -> tuple[Summary | None, list[str]]:
-    """Load one summary; returns it (or None) and the list of problems found."""
-    summary, problems = _load_model(path, Summary, {"id": path.stem})
-    if summary is not None:
-        known = settings.topic_slugs
-        unknown = [t for t in summary.topics if t not in known]
-        if unknown:
-            line = _key_lines(path, path.read_text(encoding="utf-8")).get("topics")
-            where = f"{path}:{line}" if line else str(path)
-            problems.append(
-                f"{where}: field 'topics': unknown topic {', '.join(map(repr, unknown))} "
-                f"(known topics: {', '.join(known)})"
-            )
-            summary = None
-    return summary, problems
+    """Load one summary; returns it (None when invalid) and the list of problems found."""
+    return _load_model(path, Summary, {"id": path.stem}, known_topics=settings.topic_slugs)
 
 
 def load_summaries(settings: Settings) -> dict[str, Summary]:
     """Every summary in the summaries folder, by id; ContentError lists every problem found."""
     folder = settings.paths.summaries
     if not folder.is_dir():
-        raise ContentError([f"{folder}: summaries folder not found"])
+        raise ContentError(f"{display_path(folder)}: summaries folder not found")
     paths = sorted(folder.glob("*.yaml"))
     if not paths:
-        raise ContentError([f"{folder}: no summaries (*.yaml files) found"])
+        raise ContentError(f"{display_path(folder)}: no summaries (*.yaml files) found")
     summaries, problems = {}, []
     for path in paths:
         if not ID_RE.match(path.stem):
-            problems.append(f"{path}: file name must be letters, digits, '.', '_' or '-'")
+            problems.append(
+                f"{display_path(path)}: file name must be letters, digits, '.', '_' or '-'"
+            )
             continue
         summary, errors = load_summary(path, settings)
         problems.extend(errors)
@@ -182,10 +207,13 @@ def load_issue(settings: Settings, issue: str | Path) -> Issue:
     """Load and validate one issue file (not yet checking that its summaries exist)."""
     path = issue_path(settings, str(issue))
     if not path.exists():
-        raise ContentError([f"{path}: issue not found (compose it with `newsletter compose`)"])
+        raise ContentError(
+            f"{display_path(path)}: issue not found (compose it with `newsletter compose`)"
+        )
     loaded, problems = _load_model(path, Issue, {})
     if problems:
         raise ContentError(problems)
+    loaded.source = path
     return loaded
 
 
@@ -205,11 +233,11 @@ def summaries_in_issues(settings: Settings, exclude: str | None = None) -> set[s
     return used
 
 
-def resolve_summaries(issue: Issue, summaries: dict[str, Summary], path: str = "") -> list[Summary]:
+def resolve_summaries(issue: Issue, summaries: dict[str, Summary]) -> list[Summary]:
     """The issue's summaries, in issue order; ContentError names every unknown id."""
     unknown = [sid for sid in issue.summaries if sid not in summaries]
     if unknown:
-        where = path or f"issue {issue.id}"
+        where = display_path(issue.source) if issue.source else f"issue {issue.id}"
         raise ContentError(
             [f"{where}: field 'summaries': no summary named {sid!r}" for sid in unknown]
         )
@@ -230,7 +258,21 @@ def dump_issue(issue: Issue) -> str:
         f"# Issue {issue.id}. Edit the subject, preheader, intro and the order of summaries;\n"
         "# the first summary a reader gets is shown in full, the rest as cards.\n"
     )
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return header + yaml.dump(
+        data, Dumper=_IssueDumper, sort_keys=False, allow_unicode=True, width=100
+    )
+
+
+class _IssueDumper(yaml.SafeDumper):
+    """Writes multi-line text (the intro) as a literal block, the way an editor would type it."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_IssueDumper.add_representer(str, _represent_str)
 
 
 def write_issue(settings: Settings, issue: Issue, path: Path | None = None) -> Path:

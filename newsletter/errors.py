@@ -21,8 +21,8 @@ class ContentError(NewsletterError):
     `problems` holds one message per problem, so one bad file never hides the others.
     """
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
 
 

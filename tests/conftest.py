@@ -48,3 +48,29 @@ def run(workspace: Path, monkeypatch):
         return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
 
     return invoke
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Without these flags Chromium tries to reach Google's hosts, which this machine cannot.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (one browser for the whole session)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (see .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
