@@ -117,7 +117,8 @@ def shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     if len(text) <= width:
         return text
-    cut = text[: width - 1].rsplit(" ", 1)[0].rstrip(",;:.-–— ")
+    # The ellipsis takes the last place; a word ending exactly there is kept whole.
+    cut = text[:width].rsplit(" ", 1)[0].rstrip(",;:.-–— ")
     return cut + "…"
 
 
@@ -150,7 +151,9 @@ def _load_model(
 
     problems = []
     if "id" in data and model is Summary:
-        problems.append(f"{at('id')}: field 'id': a summary's id is its file name; remove this field")
+        problems.append(
+            f"{at('id')}: field 'id': a summary's id is its file name; remove this field"
+        )
         data.pop("id")
     if known_topics is not None and isinstance(data.get("topics"), list):
         unknown = [str(t) for t in data["topics"] if t not in known_topics]

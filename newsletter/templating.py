@@ -26,7 +26,7 @@ def add_utm(url: str, campaign: str, site_host: str | None) -> str:
         if not k.startswith("utm_")
     ]
     query += [("utm_source", "newsletter"), ("utm_medium", "email"), ("utm_campaign", campaign)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
 
 
 def long_date(value) -> str:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..checks import check_issue
+from ..config import display_path
 from ..compose import compose_issue
 from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, NewsletterError
@@ -72,12 +73,14 @@ def compose(app, on_date, issue_id, max_summaries, force):
     )
     table.add_column("#", justify="right")
     table.add_column("date")
-    table.add_column("summary")
+    table.add_column("summary", no_wrap=True)
     table.add_column("topics")
     for n, summary in enumerate(result.chosen, 1):
         table.add_row(str(n), str(summary.date), summary.id, ", ".join(summary.topics))
     console.print(table)
-    console.print(f"Wrote {result.path}", highlight=False, markup=False)
+    console.print(
+        f"Wrote {display_path(result.path)}", highlight=False, markup=False, soft_wrap=True
+    )
     if result.left_out:
         console.print(
             f"{result.left_out} more eligible summaries left for the next issue (--max).",
