@@ -225,10 +225,10 @@ def test_body_text_is_at_least_16px(email):
 def test_html_and_script_in_summary_text_is_rendered_as_text(settings, workspace, issue):
     path = workspace / "summaries" / "oct-optic-neuritis.yaml"
     text = path.read_text()
+    text = text.replace("title: ", "title: <script>alert('x')</script> <b>Bold</b> & ", 1)
     text = text.replace(
-        "title: ", "title: <script>alert('x')</script> <b>Bold</b> & ", 1
+        "findings: >-", "findings: >-\n  <img src=x onerror=alert(1)> Tom & Jerry <i>it</i>", 1
     )
-    text = text.replace("findings: >-", "findings: >-\n  <img src=x onerror=alert(1)> Tom & Jerry <i>it</i>", 1)
     path.write_text(text)
     summaries = resolve_summaries(issue, load_summaries(settings))
     chosen = [s for s in summaries if s.id == "oct-optic-neuritis"]
@@ -295,7 +295,7 @@ def test_jinja_syntax_error_names_template_and_line(settings, workspace, issue, 
 def test_undefined_name_names_template_and_line(settings, workspace, issue, summaries):
     path = _template(workspace, "issue.txt.j2")
     path.write_text(path.read_text().replace("{{ featured.journal }}", "{{ featured.jornal }}", 1))
-    line = next(n for n, l in enumerate(path.read_text().splitlines(), 1) if "jornal" in l)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "jornal" in text)
     with pytest.raises(TemplateError, match=rf"issue\.txt\.j2:{line}: template error: .*jornal"):
         Renderer(settings).render(issue, summaries)
 

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..checks import check_issue
-from ..config import display_path
 from ..compose import compose_issue
+from ..config import display_path
 from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, NewsletterError
 from ..render import Renderer, fill, preview_values, select_summaries, substitutions
