@@ -1,0 +1,260 @@
+"""SendGrid's suppression lists honoured: pull global unsubscribes, bounces, spam reports and
+invalid addresses into the subscribers' status, so that we never mail someone SendGrid would drop.
+
+Also holds the one rule for every status change that comes from the provider (the sync here and
+the event webhook): never resubscribe anyone, never trade a stronger status for a weaker one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import urllib.error
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .config import Settings
+from .errors import AuthenticationError, ConfigError, DeliveryError
+from .store import Database
+from .store import events as store_events
+from .store import subscribers as store_subscribers
+from .store.subscribers import Subscriber
+
+DEFAULT_HOST = "https://api.sendgrid.com"
+PAGE_SIZE = 500  # SendGrid's maximum `limit` for suppression lists
+
+# (SendGrid list, our status), strongest first so that an address on two lists is set once.
+LISTS: tuple[tuple[str, str], ...] = (
+    ("spam_reports", "complained"),
+    ("unsubscribes", "unsubscribed"),
+    ("bounces", "bounced"),
+    ("invalid_emails", "invalid"),
+)
+
+# How strongly a status keeps mail away. A person's own choice (a spam complaint, an
+# unsubscribe) outranks a technical one (a bounce, an invalid address), which an admin may
+# later clear: the choice must survive that. Equal ranks keep what is there.
+STRENGTH = {"subscribed": 0, "bounced": 1, "invalid": 1, "unsubscribed": 2, "complained": 3}
+
+# The window re-read before each watermark: entries can become visible a little after their
+# `created` second (and several share a second); re-applying one changes nothing.
+OVERLAP_SECONDS = 600
+
+Outcome = Literal["changed", "unchanged", "resubscribed"]
+
+
+def iso_from_epoch(seconds: int | float) -> str:
+    """Unix seconds as the store's ISO text (UTC, seconds, `Z`)."""
+    stamp = dt.datetime.fromtimestamp(int(seconds), dt.UTC)
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def resubscribed_since(db: Database, subscriber: Subscriber, at: str | None) -> bool:
+    """Whether the subscriber's latest status change was a return to `subscribed` after `at`."""
+    if at is None or subscriber.status != "subscribed":
+        return False
+    changes = [h for h in store_subscribers.history(db, subscriber.id) if h["field"] == "status"]
+    return bool(changes) and changes[-1]["new_value"] == "subscribed" and changes[-1]["at"] > at
+
+
+def apply_provider_status(
+    db: Database, subscriber: Subscriber, status: str, reason: str, at: str | None = None
+) -> Outcome:
+    """Set a status reported by SendGrid (source `sendgrid`) unless it would weaken or undo.
+
+    `at` is when SendGrid recorded it (ISO); a report older than the subscriber's own return is
+    stale and ignored, so a resubscribe is never undone by an old list entry or a late event.
+    """
+    if STRENGTH[status] <= STRENGTH.get(subscriber.status, 0):
+        return "unchanged"
+    if resubscribed_since(db, subscriber, at):
+        return "resubscribed"
+    changed = store_subscribers.set_status(db, subscriber.id, status, "sendgrid", reason)
+    return "changed" if changed else "unchanged"
+
+
+# --- The sync -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ListReport:
+    """What one suppression list brought."""
+
+    name: str
+    status: str
+    start_time: int | None = None  # what we asked from (None: everything)
+    fetched: int = 0
+    changed: int = 0
+    unchanged: int = 0  # already that status, or a stronger one
+    resubscribed: int = 0  # came back after SendGrid recorded it
+    unknown: int = 0  # not one of our subscribers
+    requests: int = 0
+    watermark: int | None = None
+
+
+@dataclass
+class SyncReport:
+    lists: list[ListReport] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(item.changed for item in self.lists)
+
+    @property
+    def fetched(self) -> int:
+        return sum(item.fetched for item in self.lists)
+
+    @property
+    def unknown(self) -> int:
+        return sum(item.unknown for item in self.lists)
+
+    def lines(self) -> list[str]:
+        out = []
+        for item in self.lists:
+            since = "all time" if item.start_time is None else iso_from_epoch(item.start_time)
+            out.append(
+                f"{item.name}: {item.fetched} entries since {since}; {item.changed} set "
+                f"{item.status}, {item.unchanged} already so, {item.unknown} not subscribers"
+                + (f", {item.resubscribed} resubscribed since" if item.resubscribed else "")
+            )
+        return out
+
+
+def make_client(settings: Settings):
+    """The official SendGrid client from SENDGRID_API_KEY (and SENDGRID_API_HOST), with a timeout."""
+    import sendgrid
+
+    key = os.environ.get("SENDGRID_API_KEY", "").strip()
+    if not key:
+        raise ConfigError(
+            "SENDGRID_API_KEY is not set: syncing suppressions needs a SendGrid API key "
+            "with read access to suppressions"
+        )
+    host = os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST
+    client = sendgrid.SendGridAPIClient(api_key=key, host=host)
+    # The client never times out on its own: a hung connection would hang the send behind it.
+    client.client.timeout = settings.delivery.timeout
+    return client
+
+
+def _watermark_key(name: str) -> str:
+    return f"sendgrid.suppressions.{name}.created"
+
+
+def _error_message(exc: Any) -> str:
+    try:
+        errors = json.loads(exc.body.decode("utf-8"))["errors"]
+        return "; ".join(str(e.get("message")) for e in errors if e.get("message")) or exc.reason
+    except (AttributeError, ValueError, KeyError, TypeError):
+        return str(getattr(exc, "reason", "") or "no details")
+
+
+def _fetch_page(client, name: str, query: dict[str, int], host: str) -> list[dict]:
+    """One GET of a suppression list; SendGrid's refusals become our errors, without the key."""
+    from python_http_client.exceptions import HTTPError
+
+    try:
+        response = client.client.suppression._(name).get(query_params=query)
+    except HTTPError as exc:
+        status = exc.status_code
+        detail = _error_message(exc)
+        if status == 401:
+            raise AuthenticationError(
+                f"SendGrid refused the API key (401: {detail}): check SENDGRID_API_KEY"
+            ) from None
+        if status == 403:
+            raise AuthenticationError(
+                f"SendGrid forbade reading the {name} list (403: {detail}): the API key needs "
+                "the Suppressions read permission"
+            ) from None
+        raise DeliveryError(f"SendGrid answered {status} for the {name} list: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DeliveryError(f"cannot reach SendGrid at {host}: {reason}") from None
+    try:
+        entries = json.loads(response.body or b"[]")
+    except ValueError:
+        raise DeliveryError(f"SendGrid sent a {name} page that is not JSON") from None
+    if not isinstance(entries, list):
+        raise DeliveryError(f"SendGrid sent a {name} page that is not a list")
+    return entries
+
+
+def _reason(name: str, entry: dict) -> str:
+    detail = str(entry.get("reason") or "").strip()
+    label = {
+        "spam_reports": "SendGrid spam report",
+        "unsubscribes": "SendGrid global unsubscribe",
+        "bounces": "SendGrid bounce",
+        "invalid_emails": "SendGrid invalid address",
+    }[name]
+    return f"{label}: {detail}" if detail else label
+
+
+def sync_suppressions(
+    settings: Settings, db: Database, client=None, page_size: int = PAGE_SIZE
+) -> SyncReport:
+    """Pull what is new on SendGrid's four suppression lists and set those subscribers' status.
+
+    Paged with limit/offset; each list remembers the newest `created` it has seen (in `meta`)
+    and the next sync asks from there (`start_time`), so each run reads only what is new.
+    Addresses that are not our subscribers are counted and ignored. Raises ConfigError without
+    an API key, AuthenticationError on 401/403, DeliveryError on other failures.
+    """
+    if client is None:
+        client = make_client(settings)
+    elif getattr(client.client, "timeout", None) is None:
+        client.client.timeout = settings.delivery.timeout
+    host = getattr(client, "host", None) or DEFAULT_HOST
+    page_size = max(1, min(int(page_size), PAGE_SIZE))
+    report = SyncReport()
+    for name, status in LISTS:
+        item = ListReport(name=name, status=status)
+        report.lists.append(item)
+        stored = store_events.get_meta(db, _watermark_key(name))
+        watermark = int(stored) if stored is not None else None
+        item.watermark = watermark
+        query: dict[str, int] = {"limit": page_size}
+        if watermark is not None:
+            item.start_time = max(0, watermark - OVERLAP_SECONDS)
+            query["start_time"] = item.start_time
+        offset = 0
+        while True:
+            page = _fetch_page(client, name, {**query, "offset": offset}, host)
+            item.requests += 1
+            for entry in page:
+                _apply_entry(db, item, name, status, entry)
+            if len(page) < page_size:
+                break
+            offset += len(page)
+        # Only after the whole list went through: a failure half-way re-reads it next time.
+        if item.watermark is not None and item.watermark != watermark:
+            store_events.set_meta(db, _watermark_key(name), str(item.watermark))
+    return report
+
+
+def _apply_entry(db: Database, item: ListReport, name: str, status: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        return
+    item.fetched += 1
+    created = entry.get("created")
+    if isinstance(created, int) and not isinstance(created, bool):
+        item.watermark = created if item.watermark is None else max(item.watermark, created)
+        at = iso_from_epoch(created)
+    else:
+        at = None
+    email = entry.get("email")
+    subscriber = store_subscribers.get_by_email(db, email) if isinstance(email, str) else None
+    if subscriber is None:
+        item.unknown += 1
+        return
+    outcome = apply_provider_status(db, subscriber, status, _reason(name, entry), at)
+    setattr(item, outcome, getattr(item, outcome) + 1)
+
+
+def sync_before_send(settings: Settings, db: Database, client=None) -> SyncReport | None:
+    """The sync a SendGrid send runs first; None when `delivery.sendgrid.sync_suppressions` is off."""
+    if not settings.delivery.sendgrid.sync_suppressions:
+        return None
+    return sync_suppressions(settings, db, client=client)

@@ -1,0 +1,163 @@
+"""Unsubscribe: one-click POST (RFC 8058), a GET that changes nothing, and the page afterwards."""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.request
+
+import pytest
+from werkzeug.serving import make_server
+
+from newsletter.store import Database
+from newsletter.store import subscribers as store
+from newsletter.tokens import LinkSigner
+from newsletter.web import create_app
+from tests.conftest import TEST_SECRET
+
+SIGNER = LinkSigner(TEST_SECRET)
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+@pytest.fixture
+def app(settings, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db(settings):
+    database = Database(settings.paths.database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def server(app):
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join()
+
+
+def url(sub, purpose="unsubscribe"):
+    return f"/{purpose}/{SIGNER.sign(sub.id, purpose)}"
+
+
+def test_get_shows_one_button_and_changes_nothing(client, db):
+    sub = store.insert(db, "reader@example.com", topics={"genetics"})
+    before = store.history(db, sub.id)
+    response = client.get(url(sub))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "reader@example.com" in html
+    assert html.count("<button") == 1
+    form = re.search(
+        r'<form method="post" action="([^"]+)">.*?<button[^>]*>Unsubscribe</button>', html, re.S
+    )
+    assert form and form.group(1) == url(sub)
+    assert store.get(db, sub.id).status == "subscribed"
+    assert store.history(db, sub.id) == before
+
+
+def test_one_click_post_without_cookies_unsubscribes(client, db):
+    sub = store.insert(db, "reader@example.com")
+    response = client.post(
+        url(sub), data=ONE_CLICK, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    now = store.get(db, sub.id)
+    assert now.status == "unsubscribed"
+    assert now.status_source == "web" and now.status_reason == "one-click unsubscribe"
+    change = store.history(db, sub.id)[-1]
+    assert (change["field"], change["old_value"], change["new_value"], change["source"]) == (
+        "status",
+        "subscribed",
+        "unsubscribed",
+        "web",
+    )
+
+    # Mail providers retry: a second POST answers 200 and records nothing more.
+    count = len(store.history(db, sub.id))
+    assert client.post(url(sub), data=ONE_CLICK).status_code == 200
+    assert len(store.history(db, sub.id)) == count
+
+
+def test_one_click_over_real_http_as_a_mail_provider_sends_it(server, db):
+    sub = store.insert(db, "reader@example.com")
+    # Multipart, as RFC 8058 allows; no cookie jar, no Origin, no Referer.
+    boundary = "----provider"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        f"One-Click\r\n--{boundary}--\r\n"
+    ).encode()
+    request = urllib.request.Request(
+        server + url(sub),
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers.get("Set-Cookie") is None
+    assert store.get(db, sub.id).status == "unsubscribed"
+    assert store.get(db, sub.id).status_reason == "one-click unsubscribe"
+
+
+def test_page_button_post_and_the_page_afterwards(client, db):
+    sub = store.insert(db, "reader@example.com", topics={"genetics"})
+    response = client.post(url(sub), data={"List-Unsubscribe": "One-Click"})
+    html = response.get_data(as_text=True)
+    assert "You are unsubscribed" in html
+    resubscribe = re.search(
+        r'<form method="post" action="([^"]+)">\s*<button[^>]*>Subscribe again', html
+    )
+    change = re.search(
+        r'<a class="button secondary" href="([^"]+)">Change topics instead</a>', html
+    )
+    assert resubscribe and change
+    assert change.group(1) == url(sub, "preferences")
+    assert resubscribe.group(1) == url(sub, "preferences").replace("/preferences/", "/resubscribe/")
+
+    # "Change topics instead" opens their preference page; "Subscribe again" brings them back.
+    assert client.get(change.group(1)).status_code == 200
+    assert client.post(resubscribe.group(1)).status_code == 200
+    assert store.get(db, sub.id).status == "subscribed"
+    statuses = [h["new_value"] for h in store.history(db, sub.id) if h["field"] == "status"]
+    assert statuses == ["unsubscribed", "subscribed"]
+
+
+def test_a_post_without_the_one_click_body_also_unsubscribes(client, db):
+    sub = store.insert(db, "reader@example.com")
+    assert client.post(url(sub)).status_code == 200
+    assert store.get(db, sub.id).status == "unsubscribed"
+    assert store.get(db, sub.id).status_reason == "unsubscribe page"
+
+
+def test_get_when_already_unsubscribed_says_so(client, db):
+    sub = store.insert(db, "gone@example.com", status="unsubscribed")
+    html = client.get(url(sub)).get_data(as_text=True)
+    assert "already unsubscribed" in html
+    assert "Subscribe again" in html
+
+
+def test_unsubscribing_a_complainer_keeps_the_complaint(client, db):
+    sub = store.insert(db, "angry@example.com", status="complained")
+    html = client.post(url(sub), data=ONE_CLICK).get_data(as_text=True)
+    assert store.get(db, sub.id).status == "complained"
+    assert "Subscribe again" not in html
+
+
+def test_unsubscribing_a_bounced_address_records_the_choice(client, db):
+    sub = store.insert(db, "bounced@example.com", status="bounced")
+    client.post(url(sub), data=ONE_CLICK)
+    assert store.get(db, sub.id).status == "unsubscribed"
