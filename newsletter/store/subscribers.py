@@ -3,13 +3,17 @@
 These are plain storage operations; the rules about who may change what (an import never undoes an
 unsubscribe, and so on) live in `newsletter.subscribers`. Every change of status, topics or name is
 written to `history` in the same transaction as the change.
+
+A CSV import is staged in a TEMP table (`ImportStage`: on the connection, never in the database
+file), joined with `subscribers` in pages, and written back with `write_import_batch` inside the
+caller's one transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from . import Database, now
@@ -75,11 +79,13 @@ def _row(row: sqlite3.Row | None) -> Subscriber | None:
 
 
 def get(db: Database, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, or None."""
     row = db.conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,))
     return _row(row.fetchone())
 
 
 def get_by_email(db: Database, email: str) -> Subscriber | None:
+    """The subscriber with this address (any case), or None."""
     row = db.conn.execute(
         f"SELECT {_COLUMNS} FROM subscribers WHERE email = ?", (normalise_email(email),)
     )
@@ -171,6 +177,7 @@ def set_topics(
 
 
 def set_name(db: Database, subscriber_id: int, name: str, source: Source) -> bool:
+    """Replace the name; returns False when it is unchanged."""
     with db.transaction():
         row = db.conn.execute("SELECT name FROM subscribers WHERE id = ?", (subscriber_id,))
         current = row.fetchone()
@@ -187,23 +194,42 @@ def set_name(db: Database, subscriber_id: int, name: str, source: Source) -> boo
     return True
 
 
+def _filters(
+    status: str | None, topic: str | None, topic_includes_all: bool
+) -> tuple[list[str], list]:
+    clauses, params = [], []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if topic is not None:
+        # Wrapped in ';' so that 'genetics' never matches inside 'epigenetics'.
+        match = "instr(';' || topics || ';', ';' || ? || ';') > 0"
+        if topic_includes_all:
+            match = f"(topics = '{ALL}' OR {match})"
+        clauses.append(match)
+        params.append(topic)
+    return clauses, params
+
+
 def iter_subscribers(
-    db: Database, status: str | None = "subscribed", page_size: int = 1000
+    db: Database,
+    status: str | None = "subscribed",
+    page_size: int = 1000,
+    *,
+    topic: str | None = None,
+    topic_includes_all: bool = True,
 ) -> Iterator[Subscriber]:
-    """Stream subscribers (by id) without holding the list in memory: keyset pages of `page_size`."""
+    """Stream subscribers (by id) without holding the list in memory: keyset pages of `page_size`.
+
+    `status=None` streams every status. `topic` keeps those who chose that topic, and (unless
+    `topic_includes_all` is False) those who chose "all".
+    """
+    clauses, params = _filters(status, topic, topic_includes_all)
+    where = " AND ".join([*clauses, "id > ?"])
+    sql = f"SELECT {_COLUMNS} FROM subscribers WHERE {where} ORDER BY id LIMIT ?"
     last_id = 0
     while True:
-        if status is None:
-            rows = db.conn.execute(
-                f"SELECT {_COLUMNS} FROM subscribers WHERE id > ? ORDER BY id LIMIT ?",
-                (last_id, page_size),
-            ).fetchall()
-        else:
-            rows = db.conn.execute(
-                f"SELECT {_COLUMNS} FROM subscribers WHERE status = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (status, last_id, page_size),
-            ).fetchall()
+        rows = db.conn.execute(sql, (*params, last_id, page_size)).fetchall()
         if not rows:
             return
         for row in rows:
@@ -211,7 +237,33 @@ def iter_subscribers(
         last_id = rows[-1]["id"]
 
 
+def count(
+    db: Database,
+    status: str | None = None,
+    *,
+    topic: str | None = None,
+    topic_includes_all: bool = True,
+) -> int:
+    """How many subscribers `iter_subscribers` with the same filters would stream."""
+    clauses, params = _filters(status, topic, topic_includes_all)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return db.conn.execute(f"SELECT count(*) FROM subscribers {where}", params).fetchone()[0]
+
+
+def count_by_topics(db: Database, status: str | None = "subscribed") -> dict[str, int]:
+    """Number of subscribers per stored topic choice (the encoded text: 'all' or 'a;b')."""
+    if status is None:
+        rows = db.conn.execute("SELECT topics, count(*) AS n FROM subscribers GROUP BY topics")
+    else:
+        rows = db.conn.execute(
+            "SELECT topics, count(*) AS n FROM subscribers WHERE status = ? GROUP BY topics",
+            (status,),
+        )
+    return {r["topics"]: r["n"] for r in rows}
+
+
 def history(db: Database, subscriber_id: int) -> list[dict]:
+    """Every recorded change of one subscriber, oldest first (at, field, old/new_value, source, reason)."""
     rows = db.conn.execute(
         "SELECT at, field, old_value, new_value, source, reason FROM history "
         "WHERE subscriber_id = ? ORDER BY id",
@@ -221,5 +273,190 @@ def history(db: Database, subscriber_id: int) -> list[dict]:
 
 
 def count_by_status(db: Database) -> dict[str, int]:
+    """Number of subscribers per status (statuses with none are absent)."""
     rows = db.conn.execute("SELECT status, count(*) AS n FROM subscribers GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
+
+
+# Bulk import ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedRow:
+    """One valid CSV row joined with the subscriber it names (the `current_*` are None if new).
+
+    `name`, `topics` and `status` are None when the file has no such column.
+    """
+
+    line: int
+    email: str
+    name: str | None
+    topics: str | None
+    status: str | None
+    current_id: int | None
+    current_name: str | None
+    current_topics: str | None
+    current_status: str | None
+
+
+class ImportStage:
+    """The rows of one import, in a TEMP table: on this connection only, never in the database file.
+
+    Staging lets the import check duplicates and join with the existing subscribers in SQL, in
+    pages, instead of holding the file in memory or querying once per row.
+    """
+
+    TABLE = "temp.import_stage"
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.conn = db.conn
+        self.conn.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
+        self.conn.execute(
+            f"CREATE TABLE {self.TABLE} ("
+            " line INTEGER PRIMARY KEY,"
+            " email TEXT NOT NULL COLLATE NOCASE,"
+            " name TEXT, topics TEXT, status TEXT,"
+            " ok INTEGER NOT NULL)"
+        )
+
+    def add(
+        self, rows: Iterable[tuple[int, str, str | None, str | None, str | None, bool]]
+    ) -> None:
+        """Stage rows of (line, email, name, topics, status, ok); `ok` False: refused, kept for duplicates."""
+        # Temp-only writes take no lock on the main database; one statement batch, not one per row.
+        began = not self.conn.in_transaction
+        if began:
+            self.conn.execute("BEGIN")
+        try:
+            self.conn.executemany(
+                f"INSERT INTO {self.TABLE} (line, email, name, topics, status, ok) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except BaseException:
+            if began:
+                self.conn.execute("ROLLBACK")
+            raise
+        if began:
+            self.conn.execute("COMMIT")
+
+    def duplicates(self) -> list[tuple[int, str, int]]:
+        """(line, email, first line) of every row whose address appeared on an earlier line."""
+        self.conn.execute(
+            "CREATE INDEX IF NOT EXISTS temp.import_stage_email ON import_stage (email, line)"
+        )
+        # A window, not a self-join: a file with one address on every line stays O(n log n).
+        rows = self.conn.execute(
+            "SELECT line, email, first FROM ("
+            " SELECT line, email, min(line) OVER (PARTITION BY email) AS first"
+            f" FROM {self.TABLE}) WHERE line > first ORDER BY line"
+        )
+        return [tuple(r) for r in rows]
+
+    def refuse(self, lines: Iterable[int]) -> None:
+        """Mark rows as refused: they are not imported."""
+        self.conn.executemany(
+            f"UPDATE {self.TABLE} SET ok = 0 WHERE line = ?", ((line,) for line in lines)
+        )
+
+    def pages(self, page_size: int = 5000) -> Iterator[list[StagedRow]]:
+        """The valid rows in file order, each joined with its subscriber, one page at a time.
+
+        Each page is fetched whole before it is yielded, so the caller may write between pages.
+        """
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT i.line, i.email, i.name, i.topics, i.status, "
+                "s.id, s.name, s.topics, s.status "
+                f"FROM {self.TABLE} i LEFT JOIN main.subscribers s ON s.email = i.email "
+                "WHERE i.ok AND i.line > ? ORDER BY i.line LIMIT ?",
+                (last, page_size),
+            ).fetchall()
+            if not rows:
+                return
+            yield [StagedRow(*row) for row in rows]
+            last = rows[-1][0]
+
+    def close(self) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
+
+    def __enter__(self) -> ImportStage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class ImportBatch:
+    """The writes of one page of an import, decided by `newsletter.subscribers`.
+
+    new: (email, name, topics, status, reason); names and topics: (id, old, new);
+    statuses: (id, old, new, reason).
+    """
+
+    new: list[tuple[str, str, str, str, str | None]] = field(default_factory=list)
+    names: list[tuple[int, str, str]] = field(default_factory=list)
+    topics: list[tuple[int, str, str]] = field(default_factory=list)
+    statuses: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.names) + len(self.topics) + len(self.statuses)
+
+
+def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Source) -> None:
+    """Apply one batch with executemany, history included. Joins the caller's transaction."""
+    with db.transaction() as conn:
+        if batch.new:
+            before = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO subscribers (email, name, topics, status, created_at, updated_at, "
+                "status_changed_at, status_reason, status_source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((e, n, t, s, at, at, at, r, source) for e, n, t, s, r in batch.new),
+            )
+            # Same history as `insert`: the creation (with its status) and the first topics. We
+            # hold the write lock, so every id above `before` is one of the rows just inserted.
+            for field_sql in (
+                "'created', NULL, status, ?, status_reason",
+                "'topics', NULL, topics, ?, NULL",
+            ):
+                conn.execute(
+                    "INSERT INTO history (subscriber_id, at, field, old_value, new_value, source, "
+                    f"reason) SELECT id, ?, {field_sql} FROM subscribers WHERE id > ? ORDER BY id",
+                    (at, source, before),
+                )
+        if batch.names:
+            conn.executemany(
+                "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
+                ((new, at, sid) for sid, _, new in batch.names),
+            )
+            changes = ((sid, "name", old, new, None) for sid, old, new in batch.names)
+            _history_many(conn, changes, at, source)
+        if batch.topics:
+            conn.executemany(
+                "UPDATE subscribers SET topics = ?, updated_at = ? WHERE id = ?",
+                ((new, at, sid) for sid, _, new in batch.topics),
+            )
+            changes = ((sid, "topics", old, new, None) for sid, old, new in batch.topics)
+            _history_many(conn, changes, at, source)
+        if batch.statuses:
+            conn.executemany(
+                "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
+                "status_reason = ?, status_source = ? WHERE id = ?",
+                ((new, at, at, reason, source, sid) for sid, _, new, reason in batch.statuses),
+            )
+            changes = (
+                (sid, "status", old, new, reason) for sid, old, new, reason in batch.statuses
+            )
+            _history_many(conn, changes, at, source)
+
+
+def _history_many(conn, changes: Iterable[tuple], at: str, source: str) -> None:
+    conn.executemany(
+        "INSERT INTO history (subscriber_id, at, field, old_value, new_value, source, reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ((sid, at, fld, old, new, source, reason) for sid, fld, old, new, reason in changes),
+    )

@@ -1,0 +1,461 @@
+"""Import rules: validate everything first, write in one transaction, never undo an unsubscribe."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from newsletter import subscribers as subs
+from newsletter.errors import ImportRefused, SubscriberError
+from newsletter.store import Database
+from newsletter.store import subscribers as store
+
+HEADER = "email,name,topics,status\n"
+SEED = HEADER + (
+    "ana@example.org,Ana,genetics,\n"
+    "ben@example.org,Ben,all,\n"
+    "cy@example.org,Cy,infections;womens-health,unsubscribed\n"
+)
+
+
+def snapshot(path: Path) -> tuple[list, list]:
+    """Every row of subscribers and history, read through a separate connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return (
+            conn.execute("SELECT * FROM subscribers ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM history ORDER BY id").fetchall(),
+        )
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def seeded(workspace, run) -> Path:
+    """The workspace's database holding three subscribers (one unsubscribed); returns its path."""
+    (workspace / "seed.csv").write_text(SEED, encoding="utf-8")
+    result = run("subscribers", "import", "seed.csv")
+    assert result.exit_code == 0, result.stderr
+    return workspace / "newsletter.db"
+
+
+@pytest.fixture
+def db(settings):
+    database = Database(settings.paths.database)
+    yield database
+    database.close()
+
+
+def status_of(db_path: Path, email: str) -> str:
+    with Database(db_path) as db:
+        return store.get_by_email(db, email).status
+
+
+# Bad input: a clear error, exit 1, nothing written -----------------------------------------------
+
+
+def after_a_good_row(row: bytes) -> bytes:
+    """A file whose line 3 is `row`, after a valid new row that must not be written either."""
+    return (HEADER + "new@example.org,New,,\n").encode() + row
+
+
+BAD_INPUT = {
+    "not a CSV": (b'{"subscribers": ["a@example.org"]}\n', "bad.csv:1: not a subscribers CSV"),
+    "a binary file": (b"\x89PNG\r\n\x1a\n\x00\x00", "bad.csv:1: not a CSV text file"),
+    "an empty file": (b"", "bad.csv: the file is empty"),
+    "a header without email": (b"name,topics\nAna,all\n", "bad.csv:1: no 'email' column"),
+    "a misspelt header": (
+        b"e-mail,name\n",
+        "bad.csv:1: unknown column 'e-mail' (expected columns: email, name, topics, status); "
+        "did you mean 'email'?",
+    ),
+    "a@b": (after_a_good_row(b"a@b,A,,\n"), "bad.csv:3: email 'a@b' is not a valid address: "),
+    "a@@b.org": (
+        after_a_good_row(b"a@@b.org,A,,\n"),
+        "bad.csv:3: email 'a@@b.org' is not a valid address: ",
+    ),
+    "a b@c.org": (
+        after_a_good_row(b"a b@c.org,A,,\n"),
+        "bad.csv:3: email 'a b@c.org' is not a valid address: ",
+    ),
+    "a name with a newline": (
+        after_a_good_row(b'x@example.org,"Ana\nLopez",,\n'),
+        "bad.csv:3: name 'Ana\\nLopez' contains a line break",
+    ),
+    "a name with an unquoted comma": (
+        after_a_good_row(b"x@example.org,Lopez, Ana,,\n"),
+        "bad.csv:3: 5 fields, but the header has 4 (a name with a comma must be in double quotes",
+    ),
+    "an unknown topic": (
+        after_a_good_row(b"x@example.org,X,cooking,\n"),
+        "bad.csv:3: unknown topic 'cooking' (known topics: treatment-safety,",
+    ),
+    "a status of maybe": (
+        after_a_good_row(b"x@example.org,X,,maybe\n"),
+        "bad.csv:3: unknown status 'maybe'",
+    ),
+    "a Latin-1 file": (
+        after_a_good_row("x@example.org,José,,\n".encode("latin-1")),
+        "bad.csv:3: not UTF-8 text (byte 0xe9 at column 18)",
+    ),
+    "a duplicate ignoring case": (
+        after_a_good_row(b"New@Example.ORG,N,,\n"),
+        "bad.csv:3: email 'new@example.org' appears again (first on line 2; case is ignored)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_refused_and_nothing_written(workspace, run, seeded, case):
+    content, expected = BAD_INPUT[case]
+    (workspace / "bad.csv").write_bytes(content)
+    before = snapshot(seeded)
+    result = run("subscribers", "import", "bad.csv")
+    assert result.exit_code == 1
+    assert f"error: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+    assert snapshot(seeded) == before
+
+
+def test_a_correctly_quoted_name_with_a_comma_is_fine(workspace, run, seeded):
+    (workspace / "ok.csv").write_text(HEADER + 'x@example.org,"Lopez, Ana",,\n', encoding="utf-8")
+    result = run("subscribers", "import", "ok.csv")
+    assert result.exit_code == 0, result.stderr
+    with Database(seeded) as db:
+        assert store.get_by_email(db, "x@example.org").name == "Lopez, Ana"
+
+
+def test_missing_file_is_an_error_not_a_traceback(run):
+    result = run("subscribers", "import", "nowhere.csv")
+    assert result.exit_code == 1
+    assert result.stderr == "error: nowhere.csv: file not found\n"
+
+
+def test_every_error_is_listed_with_its_line(workspace, run, seeded):
+    (workspace / "bad.csv").write_text(
+        HEADER + "ok1@example.org,,,\n"
+        "a@@b.org,,,\n"
+        "ok2@example.org,,,\n"
+        "c@example.org,,cooking,maybe\n"
+        "OK1@example.org,,,\n",
+        encoding="utf-8",
+    )
+    before = snapshot(seeded)
+    result = run("subscribers", "import", "bad.csv")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert [line.split(":")[2] for line in lines[:-1]] == ["3", "5", "5", "6"]
+    assert lines[-1] == (
+        "error: bad.csv: 3 of 5 rows are invalid; nothing was imported "
+        "(fix them, or import with --skip-invalid to leave them out)"
+    )
+    assert snapshot(seeded) == before
+
+
+def test_100000_rows_with_one_bad_row_at_the_end(workspace, run, seeded):
+    with open(workspace / "big.csv", "w", encoding="utf-8", newline="") as out:
+        out.write(HEADER)
+        out.writelines(f"user{i}@example.org,User {i},genetics,\n" for i in range(99_999))
+        out.write("bad@@example.org,Bad,,\n")
+    before = snapshot(seeded)
+    result = run("subscribers", "import", "big.csv")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: big.csv:100001: email 'bad@@example.org' is not a valid address: "
+        "The part after the @-sign contains invalid characters: '@'.",
+        "error: big.csv: 1 of 100000 rows are invalid; nothing was imported "
+        "(fix them, or import with --skip-invalid to leave them out)",
+    ]
+    assert snapshot(seeded) == before
+
+
+# What an import does -----------------------------------------------------------------------------
+
+
+def test_import_the_example_file(workspace, run):
+    result = run("subscribers", "import", "subscribers.example.csv")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        "subscribers.example.csv: 25 rows: 25 added, 0 updated, 0 unchanged, 0 refused\n"
+    )
+    again = run("subscribers", "import", "subscribers.example.csv")
+    assert "25 rows: 0 added, 0 updated, 25 unchanged, 0 refused" in again.stdout
+    with Database(workspace / "newsletter.db") as db:
+        assert store.count_by_status(db) == {
+            "subscribed": 20,
+            "unsubscribed": 2,
+            "bounced": 2,
+            "complained": 1,
+        }
+        ingrid = store.get_by_email(db, "INGRID.SOLBERG@example.net")
+        assert (ingrid.email, ingrid.topics) == ("ingrid.solberg@example.net", "all")
+
+
+def test_existing_subscribers_are_updated_with_history(workspace, run, seeded):
+    (workspace / "update.csv").write_text(
+        HEADER + "ANA@example.org,Ana María,genetics;infections,\nben@example.org,Ben,all,\n",
+        encoding="utf-8",
+    )
+    result = run("subscribers", "import", "update.csv")
+    assert result.exit_code == 0, result.stderr
+    assert "2 rows: 0 added, 1 updated, 1 unchanged, 0 refused" in result.stdout
+    with Database(seeded) as db:
+        ana = store.get_by_email(db, "ana@example.org")
+        assert (ana.name, ana.topics) == ("Ana María", {"genetics", "infections"})
+        changes = store.history(db, ana.id)[-2:]
+    assert [(c["field"], c["old_value"], c["new_value"], c["source"]) for c in changes] == [
+        ("name", "Ana", "Ana María", "import"),
+        ("topics", "genetics", "genetics;infections", "import"),
+    ]
+
+
+def test_missing_columns_leave_those_fields_alone(workspace, run, seeded):
+    (workspace / "emails.csv").write_text(
+        "email\nana@example.org\ncy@example.org\nnew@example.org\n"
+    )
+    result = run("subscribers", "import", "emails.csv")
+    assert "3 rows: 1 added, 0 updated, 2 unchanged" in result.stdout
+    with Database(seeded) as db:
+        ana, cy, new = (
+            store.get_by_email(db, e)
+            for e in ("ana@example.org", "cy@example.org", "new@example.org")
+        )
+    assert (ana.name, ana.topics, ana.status) == ("Ana", {"genetics"}, "subscribed")
+    assert cy.status == "unsubscribed"
+    assert (new.name, new.topics, new.status) == ("", "all", "subscribed")
+
+
+def test_a_row_with_status_unsubscribed_unsubscribes(workspace, run, seeded):
+    (workspace / "leavers.csv").write_text(HEADER + "ben@example.org,Ben,all,unsubscribed\n")
+    result = run("subscribers", "import", "leavers.csv")
+    assert "1 updated" in result.stdout
+    with Database(seeded) as db:
+        ben = store.get_by_email(db, "ben@example.org")
+        last = store.history(db, ben.id)[-1]
+    assert (ben.status, ben.status_source, ben.status_reason) == (
+        "unsubscribed",
+        "import",
+        "imported from leavers.csv:2",
+    )
+    assert (last["field"], last["old_value"], last["new_value"], last["source"]) == (
+        "status",
+        "subscribed",
+        "unsubscribed",
+        "import",
+    )
+
+
+# The unsubscribe is never undone -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("left", ["unsubscribed", "bounced", "complained", "invalid"])
+@pytest.mark.parametrize("status_cell", ["subscribed", ""])
+def test_import_never_resubscribes_anyone_who_left(db, settings, tmp_path, left, status_cell):
+    sub = store.insert(db, "left@example.org", topics=["genetics"])
+    store.set_status(db, sub.id, left, "sendgrid", "provider said so")
+    path = tmp_path / "old.csv"
+    path.write_text(HEADER + f"left@example.org,Back,infections,{status_cell}\n")
+    result = subs.import_csv(db, settings, path)
+    after = store.get(db, sub.id)
+    assert (after.status, after.status_source) == (left, "sendgrid")
+    assert (after.name, after.topics) == ("Back", {"infections"})  # the rest is still updated
+    assert (result.updated, result.kept_status) == (1, 1)
+    assert all(
+        c["field"] != "status" or c["source"] == "sendgrid" for c in store.history(db, sub.id)
+    )
+
+
+@pytest.mark.parametrize("left", ["unsubscribed", "bounced", "complained", "invalid"])
+def test_resubscribe_flag_allows_it(db, settings, tmp_path, left):
+    sub = store.insert(db, "left@example.org")
+    store.set_status(db, sub.id, left, "cli")
+    path = tmp_path / "back.csv"
+    path.write_text(HEADER + "left@example.org,,,subscribed\n")
+    result = subs.import_csv(db, settings, path, resubscribe=True)
+    assert (result.updated, result.kept_status) == (1, 0)
+    after = store.get(db, sub.id)
+    assert (after.status, after.status_source) == ("subscribed", "import")
+
+
+def test_an_old_list_reimported_does_not_undo_an_unsubscribe(workspace, run):
+    assert run("subscribers", "import", "subscribers.example.csv").exit_code == 0
+    assert run("subscribers", "unsubscribe", "maria.keller@example.org").exit_code == 0
+    result = run("subscribers", "import", "subscribers.example.csv")
+    assert result.exit_code == 0
+    assert "25 rows: 0 added, 0 updated, 25 unchanged, 0 refused" in result.stdout
+    assert "1 rows name someone who left" in result.stdout
+    assert "--resubscribe" in result.stdout
+    assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "unsubscribed"
+    # Only an explicit --resubscribe brings them (and the example's other leavers) back.
+    result = run("subscribers", "import", "subscribers.example.csv", "--resubscribe")
+    assert "1 updated" in result.stdout
+    assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "subscribed"
+
+
+# --skip-invalid and --dry-run --------------------------------------------------------------------
+
+
+def test_skip_invalid_imports_valid_rows_and_lists_the_others(workspace, run, seeded):
+    (workspace / "mixed.csv").write_text(
+        HEADER + "new1@example.org,,,\na@@b.org,,,\nnew2@example.org,,,\nnew1@EXAMPLE.org,,,\n"
+    )
+    result = run("subscribers", "import", "mixed.csv", "--skip-invalid")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "skipped: mixed.csv:3: email 'a@@b.org' is not a valid address: "
+        "The part after the @-sign contains invalid characters: '@'.",
+        "skipped: mixed.csv:5: email 'new1@example.org' appears again "
+        "(first on line 2; case is ignored)",
+    ]
+    assert "4 rows: 2 added, 0 updated, 0 unchanged, 2 refused" in result.stdout
+    with Database(seeded) as db:
+        assert store.count(db) == 5
+
+
+def test_dry_run_counts_and_writes_nothing(workspace, run, seeded):
+    (workspace / "next.csv").write_text(
+        HEADER + "ana@example.org,Ana,genetics,\n"  # unchanged
+        "ben@example.org,Benjamin,all,\n"  # updated
+        "cy@example.org,Cy,infections;womens-health,subscribed\n"  # kept unsubscribed
+        "dee@example.org,Dee,,\n"  # added
+        "bad@@example.org,,,\n"  # refused
+    )
+    before = snapshot(seeded)
+    result = run("subscribers", "import", "next.csv", "--dry-run", "--skip-invalid")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == (
+        "next.csv: 5 rows: 1 would be added, 1 would be updated, 2 unchanged, 1 refused"
+    )
+    assert result.stdout.splitlines()[-1] == "dry run: nothing was written"
+    assert "skipped: next.csv:6:" in result.stderr
+    assert snapshot(seeded) == before
+    # Without --skip-invalid a dry run refuses the file, exactly as the import would.
+    result = run("subscribers", "import", "next.csv", "--dry-run")
+    assert result.exit_code == 1
+    assert "error: next.csv:6: email 'bad@@example.org'" in result.stderr
+    assert snapshot(seeded) == before
+
+
+# One transaction -------------------------------------------------------------------------------
+
+
+def many_rows(path: Path, n: int) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(HEADER)
+        out.writelines(f"p{i}@example.net,P {i},genetics;infections,\n" for i in range(n))
+    return path
+
+
+def test_batches_cover_every_row_with_history(db, settings, tmp_path):
+    calls = []
+    result = subs.import_csv(
+        db,
+        settings,
+        many_rows(tmp_path / "many.csv", 2345),
+        batch_size=500,
+        on_batch=lambda done, total: calls.append((done, total)),
+    )
+    assert result.added == 2345
+    assert calls == [(500, 2345), (1000, 2345), (1500, 2345), (2000, 2345), (2345, 2345)]
+    assert store.count(db) == 2345
+    assert db.conn.execute("SELECT count(*) FROM history").fetchone()[0] == 2 * 2345
+    last = store.get_by_email(db, "p2344@example.net")
+    assert [c["field"] for c in store.history(db, last.id)] == ["created", "topics"]
+
+
+def test_failure_midway_writes_nothing(db, settings, tmp_path):
+    store.insert(db, "p3@example.net", name="Before", topics=["genetics"])
+    before = snapshot(db.path)
+    seen = []
+
+    def fail_after_first_batch(done, total):
+        seen.append(store.count(db))  # inside the transaction: the first batch is written
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        subs.import_csv(
+            db,
+            settings,
+            many_rows(tmp_path / "many.csv", 100),
+            batch_size=10,
+            on_batch=fail_after_first_batch,
+        )
+    assert seen == [10]  # 9 added + the one there before
+    assert snapshot(db.path) == before
+
+
+CHILD = """
+import sys
+from newsletter import subscribers as subs
+from newsletter.config import load_settings
+from newsletter.store import Database
+from newsletter.store import subscribers as store
+
+settings = load_settings(sys.argv[1])
+db = Database(settings.paths.database)
+
+def wait_to_be_killed(done, total):
+    print(done, store.count(db), flush=True)
+    sys.stdin.readline()  # blocks: the parent kills us here, mid-transaction
+
+subs.import_csv(db, settings, sys.argv[2], batch_size=100, on_batch=wait_to_be_killed)
+print("finished", flush=True)
+"""
+
+
+def test_killed_halfway_writes_nothing(workspace, settings, seeded, tmp_path):
+    before = snapshot(seeded)
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD))
+    big = many_rows(tmp_path / "many.csv", 1000)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(workspace / "newsletter.yaml"), str(big)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        assert child.stdout.readline().split() == ["100", "103"]  # 100 rows written, uncommitted
+    finally:
+        child.kill()  # SIGKILL: no cleanup, no rollback by Python
+        child.wait()
+    assert child.returncode == -9
+    assert snapshot(seeded) == before
+    conn = sqlite3.connect(seeded)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_import_refused_carries_every_problem(db, settings, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "a@b,,,\nx@example.org,,,maybe\n")
+    with pytest.raises(ImportRefused) as caught:
+        subs.import_csv(db, settings, path)
+    assert len(caught.value.problems) == 2
+    assert store.count(db) == 0
+
+
+def test_a_busy_database_is_a_clear_error(settings, tmp_path):
+    path = tmp_path / "busy.db"
+    Database(path).close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    csv_path = tmp_path / "one.csv"
+    csv_path.write_text(HEADER + "a@example.org,,,\n")
+    try:
+        with Database(path, timeout=0.05) as db, pytest.raises(SubscriberError) as caught:
+            subs.import_csv(db, settings, csv_path)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "the database is busy (another command is writing); nothing was imported" in str(
+        caught.value
+    )
