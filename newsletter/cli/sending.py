@@ -1,3 +1,333 @@
-"""Placeholder: commands of this area are being written."""
+"""The sending commands: `send` (with --dry-run and --proof) and `report`."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..content import load_issue
+from ..delivery import (
+    BACKENDS,
+    LISTABLE,
+    PlanPreview,
+    SendObserver,
+    SendReport,
+    build_report,
+    check_proof_address,
+    list_entries,
+    make_backend,
+    parse_send_at,
+    plan_send,
+    send_issue,
+    send_proof,
+)
+from ..errors import ContentError, DeliveryError, NewsletterError
+from ..store import ledger as store
+from . import pass_app
+from .editor import parse_topics
+
+
+def stdin_is_interactive() -> bool:
+    """Whether someone can answer a question (a test may replace this)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _proof_addresses(ctx, param, values):
+    try:
+        return tuple(check_proof_address(v) for v in values)
+    except DeliveryError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class ProgressObserver(SendObserver):
+    """A Rich progress bar on stderr, and warnings and retries as lines above it."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", markup=False, highlight=False)
+
+    def info(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False)
+
+    def started(self, recipients: int, batches: int) -> None:
+        if not recipients:
+            return
+        self.progress = Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("send", total=recipients, detail="")
+        self.sent = self.other = 0
+        self.progress.start()
+
+    def batch_done(self, sent: int, skipped: int, failed: int, unknown: int) -> None:
+        if self.progress is None:
+            return
+        self.sent += sent
+        self.other += skipped + failed + unknown
+        detail = f"sent {self.sent}" + (f", not sent {self.other}" if self.other else "")
+        self.progress.update(self.task, advance=sent + skipped + failed + unknown, detail=detail)
+
+    def retrying(self, batch_no: int, attempt: int, delay: float, reason: str) -> None:
+        self.console.print(
+            f"batch {batch_no}: {reason}; retrying in {delay:.1f} s (attempt {attempt + 1})",
+            markup=False,
+            highlight=False,
+        )
+
+    def finished(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_plan(console: Console, plan: PlanPreview, summary_titles: dict[str, str]) -> None:
+    table = Table(title=f"Plan for issue {plan.issue_id} ({plan.backend})", title_justify="left")
+    table.add_column("segment")
+    table.add_column("summaries")
+    table.add_column("recipients", justify="right")
+    table.add_column("batches", justify="right")
+    for n, segment in enumerate(plan.segments, 1):
+        titles = "\n".join(summary_titles.get(i, i) for i in segment.summary_ids)
+        table.add_row(
+            str(n), Text(titles), str(segment.recipients), str(segment.batches(plan.batch_size))
+        )
+    console.print(table)
+    lines = [
+        f"recipients: {plan.recipients} in {len(plan.segments)} segments",
+        f"requests needed: {plan.requests} (up to {plan.batch_size} recipients each)",
+        f"skipped (no matching topics): {plan.skipped}",
+    ]
+    if plan.not_subscribed:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(plan.not_subscribed.items()))
+        lines.append(f"suppressed (not subscribed): {plan.suppressed} ({parts})")
+    else:
+        lines.append("suppressed (not subscribed): 0")
+    if plan.existing:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(plan.existing.items()))
+        lines.append(f"already in the ledger from earlier runs: {parts}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+
+
+def print_report(console: Console, report: SendReport) -> None:
+    if not report.total and report.state is None:
+        console.print(f"issue {report.issue_id} has not been sent", markup=False)
+        return
+    head = f"issue {report.issue_id}: {report.state or 'not started'}"
+    if report.backend:
+        head += f" ({report.backend})"
+    if report.finished_at and report.state == "sent":
+        head += f", finished {report.finished_at}"
+    if report.send_at:
+        head += f", scheduled for {report.send_at}"
+    console.print(head, markup=False, highlight=False)
+    table = Table(show_header=True, title_justify="left")
+    table.add_column("state")
+    table.add_column("recipients", justify="right")
+    table.add_column("why")
+    for state in ("sent", "skipped", "failed", "unknown", "pending", "submitting"):
+        count = report.count(state)
+        if not count and state not in ("sent", "skipped", "failed", "unknown"):
+            continue
+        reasons = {r: n for r, n in report.reasons.get(state, {}).items() if r}
+        why = "" if state == "pending" else "\n".join(f"{r}: {n}" for r, n in reasons.items())
+        table.add_row(state, str(count), Text(why))
+    console.print(table)
+    if report.delivery:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(report.delivery.items()))
+        console.print(f"after sending (webhooks): {parts}", markup=False, highlight=False)
+    if report.not_planned:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(report.not_planned.items()))
+        console.print(f"not on the list (no email planned): {parts}", markup=False)
+    if report.last_error and report.state != "sent":
+        console.print(f"stopped by: {report.last_error}", markup=False, highlight=False)
+    if report.open and report.state != "sending":
+        hints = []
+        if report.count("pending") or report.count("failed") or report.count("submitting"):
+            hints.append(f"`newsletter send {report.issue_id}` continues the send")
+        if report.count("unknown"):
+            hints.append(f"`newsletter send {report.issue_id} --retry-unknown` resends unknown")
+        if hints:
+            console.print("; ".join(hints), markup=False, highlight=False)
+
+
+@click.command()
+@click.argument("issue")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Default: the settings' backend.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; send and write nothing.")
+@click.option(
+    "--proof",
+    "proofs",
+    multiple=True,
+    metavar="ADDR",
+    callback=_proof_addresses,
+    help="Send a [PROOF] to this address only (repeatable); never recorded as a send.",
+)
+@click.option("--topics", help="With --proof: the topics of the proof (comma-separated or 'all').")
+@click.option("--at", "at", metavar="WHEN", help="Schedule (SendGrid): e.g. 2026-12-01T09:00Z.")
+@click.option("--retry-unknown", is_flag=True, help="Resend recipients whose outcome is unknown.")
+@click.option("--sandbox", is_flag=True, help="SendGrid sandbox: validated, not delivered.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def send(app, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbox, yes):
+    """Send the issue (or a proof); resumable: run it again to continue."""
+    settings = app.settings
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    if topics is not None and not proofs:
+        raise click.UsageError("--topics chooses a proof's topics: use it with --proof")
+    if proofs:
+        for option, given in (("--at", at), ("--retry-unknown", retry_unknown)):
+            if given:
+                raise click.UsageError(f"{option} cannot be used with --proof")
+        if dry_run:
+            raise click.UsageError("--dry-run cannot be used with --proof")
+        chosen = parse_topics(settings, topics or "all")
+        result = send_proof(
+            settings, issue, proofs, topics=chosen, backend=backend, sandbox=sandbox
+        )
+        out.print(
+            f"Proof of issue {result.issue_id} ({len(result.summary_ids)} summaries) sent with "
+            f"{result.backend} to {', '.join(result.addresses)}: {result.subject}",
+            markup=False,
+        )
+        return
+
+    when = parse_send_at(at) if at else None
+    backend_name = backend or settings.delivery.backend
+    if dry_run:
+        plan = plan_send(settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown)
+        titles = _titles(settings)
+        print_plan(out, plan, titles)
+        if when:
+            out.print(f"scheduled for: {when.isoformat()}", markup=False)
+        out.print("dry run: nothing was sent or written", markup=False)
+        return
+
+    # Credentials are checked before anything is planned or claimed.
+    backend_obj = make_backend(backend_name, settings, sandbox=sandbox)
+    plan = plan_send(settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown)
+    if not yes:
+        question = (
+            f"Send issue {plan.issue_id} to {plan.recipients} recipients "
+            f"({len(plan.segments)} segments, {plan.requests} requests) with {backend_name}"
+            + (" in SendGrid's sandbox (nothing delivered)" if sandbox else "")
+            + (f", scheduled for {when.isoformat()}" if when else "")
+            + "?"
+        )
+        if not stdin_is_interactive():
+            raise DeliveryError(
+                "refusing to send without confirmation: there is no terminal to ask; "
+                "pass --yes to send (see --dry-run for the plan)"
+            )
+        if not click.confirm(question, default=False, err=True):
+            raise DeliveryError("not confirmed: nothing was sent")
+    observer = ProgressObserver(err)
+    try:
+        result = send_issue(
+            settings,
+            app.db,
+            issue,
+            backend=backend_obj,
+            retry_unknown=retry_unknown,
+            send_at=when,
+            sandbox=sandbox,
+            observer=observer,
+        )
+    except DeliveryError:
+        issue_id = plan.issue_id
+        if store.get_send(app.db, issue_id):
+            print_report(out, build_report(app.db, issue_id))
+        raise
+    run = result.run
+    if result.sandbox:
+        out.print(
+            f"sandbox: SendGrid accepted {run.batches} requests for {run.sent} recipients; "
+            "nothing was delivered or recorded",
+            markup=False,
+        )
+        return
+    summary = f"this run: sent {run.sent} in {run.batches} batches"
+    for label, value in (
+        ("skipped (unsubscribed meanwhile)", run.skipped),
+        ("failed", run.failed),
+        ("unknown", run.unknown),
+        ("marked unknown after an interrupted send", run.recovered),
+    ):
+        if value:
+            summary += f", {label} {value}"
+    out.print(summary, markup=False)
+    print_report(out, result.report)
+
+
+def _titles(settings) -> dict[str, str]:
+    from ..content import load_summaries
+
+    try:
+        return {sid: s.title for sid, s in load_summaries(settings).items()}
+    except NewsletterError:
+        return {}
+
+
+def _issue_id(settings, db, ref: str) -> str:
+    """ISSUE as an id: from its file, or as given when the file is gone but the send is known."""
+    try:
+        return load_issue(settings, ref).id
+    except ContentError:
+        if store.get_send(db, ref) or store.has_rows(db, ref):
+            return ref
+        raise
+
+
+@click.command()
+@click.argument("issue")
+@click.option(
+    "--list",
+    "list_state",
+    type=click.Choice(LISTABLE),
+    help="Print the addresses in this state (ledger state or webhook outcome).",
+)
+@pass_app
+def report(app, issue, list_state):
+    """Who got the issue, who did not and why, what failed or is unknown."""
+    issue_id = _issue_id(app.settings, app.db, issue)
+    if list_state:
+        for entry in list_entries(app.db, issue_id, list_state):
+            line = entry.email
+            if entry.reason and list_state in ("skipped", "failed", "unknown", "pending"):
+                line += f"\t{entry.reason}"
+            click.echo(line)
+        return
+    out = Console(highlight=False)
+    report_data = build_report(app.db, issue_id)
+    print_report(out, report_data)
+    if report_data.segments:
+        titles = _titles(app.settings)
+        table = Table(title="segments", title_justify="left")
+        table.add_column("summaries")
+        table.add_column("sent", justify="right")
+        table.add_column("other", justify="right")
+        for segment in report_data.segments:
+            sent = segment.counts.get("sent", 0)
+            other = sum(segment.counts.values()) - sent
+            names = "\n".join(titles.get(i, i) for i in segment.summary_ids)
+            table.add_row(Text(names), str(sent), str(other))
+        out.print(table)
+
+
+COMMANDS = [send, report]

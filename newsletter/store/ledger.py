@@ -1,11 +1,489 @@
-"""SQL of the send ledger: one row per (issue, subscriber), the only truth about who got what."""
+"""SQL of the send ledger: one row per (issue, subscriber), the only truth about who got what.
+
+Also the `sends` table (one row per issue: state, backend, schedule, and the lock that keeps two
+sends of one issue from running at once), and the send's plan record in `meta` (which summaries
+each segment key stands for). The rules (when to claim, retry, stop) live in `newsletter.delivery`.
+
+Every write here is batched: one statement or one `executemany` per batch, one transaction per
+batch, so that a million-row send costs a few thousand transactions, not millions.
+"""
 
 from __future__ import annotations
 
-from . import Database
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import Database, now
+from .subscribers import TopicChoice, decode_topics
+
+# States a row may be in; `pending → submitting → sent | failed | unknown`, plus `skipped`.
+PENDING, SUBMITTING, SENT, FAILED, UNKNOWN, SKIPPED = (
+    "pending",
+    "submitting",
+    "sent",
+    "failed",
+    "unknown",
+    "skipped",
+)
+# Rows in these states still need something done before the issue counts as sent.
+OPEN_STATES = (PENDING, SUBMITTING, UNKNOWN, FAILED)
 
 
 def has_rows(db: Database, issue_id: str) -> bool:
     """Whether any send of this issue has started (such an issue can no longer be recomposed)."""
     row = db.conn.execute("SELECT 1 FROM ledger WHERE issue_id = ? LIMIT 1", (issue_id,)).fetchone()
     return row is not None
+
+
+# The `sends` row and its lock ----------------------------------------------------------------
+
+
+def get_send(db: Database, issue_id: str) -> dict | None:
+    row = db.conn.execute("SELECT * FROM sends WHERE issue_id = ?", (issue_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def try_lock(
+    db: Database,
+    issue_id: str,
+    owner: str,
+    backend: str,
+    can_take_over: Callable[[str, str | None], bool],
+) -> str | None:
+    """Take the issue's send lock; None when taken, else the owner that holds it.
+
+    `can_take_over(owner, lock_at)` decides whether a held lock is abandoned (its process died).
+    BEGIN IMMEDIATE makes the read and the write one step: two sends cannot both win.
+    """
+    at = now()
+    with db.transaction():
+        row = db.conn.execute(
+            "SELECT lock_owner, lock_at FROM sends WHERE issue_id = ?", (issue_id,)
+        ).fetchone()
+        if row is None:
+            db.conn.execute(
+                "INSERT INTO sends (issue_id, state, backend, created_at, updated_at, "
+                "lock_owner, lock_at) VALUES (?, 'sending', ?, ?, ?, ?, ?)",
+                (issue_id, backend, at, at, owner, at),
+            )
+            return None
+        held_by = row["lock_owner"]
+        if held_by and held_by != owner and not can_take_over(held_by, row["lock_at"]):
+            return held_by
+        db.conn.execute(
+            "UPDATE sends SET lock_owner = ?, lock_at = ?, backend = ?, updated_at = ?, "
+            "state = CASE WHEN state = 'sent' THEN 'sent' ELSE 'sending' END WHERE issue_id = ?",
+            (owner, at, backend, at, issue_id),
+        )
+    return None
+
+
+def heartbeat(db: Database, issue_id: str, owner: str) -> bool:
+    """Refresh the lock (inside the caller's transaction); False when it is no longer ours."""
+    cur = db.conn.execute(
+        "UPDATE sends SET lock_at = ? WHERE issue_id = ? AND lock_owner = ?",
+        (now(), issue_id, owner),
+    )
+    return cur.rowcount == 1
+
+
+def release_lock(
+    db: Database, issue_id: str, owner: str, state: str, last_error: str | None = None
+) -> None:
+    """Let go of the lock and record how the run ended ('sent', 'stopped')."""
+    at = now()
+    with db.transaction():
+        db.conn.execute(
+            "UPDATE sends SET lock_owner = NULL, lock_at = NULL, state = ?, updated_at = ?, "
+            "last_error = ?, finished_at = CASE WHEN ? = 'sent' THEN ? ELSE finished_at END "
+            "WHERE issue_id = ? AND lock_owner = ?",
+            (state, at, last_error, state, at, issue_id, owner),
+        )
+
+
+def set_schedule(db: Database, issue_id: str, send_at: str | None, batch_id: str | None) -> None:
+    with db.transaction():
+        db.conn.execute(
+            "UPDATE sends SET send_at = ?, batch_id = ?, updated_at = ? WHERE issue_id = ?",
+            (send_at, batch_id, now(), issue_id),
+        )
+
+
+@contextmanager
+def bulk_writes(db: Database, wal_pages: int = 20000) -> Iterator[None]:
+    """Let the write-ahead log grow to `wal_pages` pages (4 KB each) during a send.
+
+    A send commits two transactions a batch, each touching about a page a row (a segment's rows
+    are spread over the table); with SQLite's default of 1000 pages, nearly every commit also
+    copies the log back into the database. Checkpointing less often writes each page once per
+    many batches instead of twice per batch. The previous setting comes back afterwards.
+    """
+    before = db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    db.conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_pages)}")
+    try:
+        yield
+    finally:
+        db.conn.execute(f"PRAGMA wal_autocheckpoint = {int(before)}")
+
+
+# The plan record (in `meta`) -------------------------------------------------------------------
+
+
+@dataclass
+class PlanRecord:
+    """What the ledger's segment keys mean, and the issue's summary list when the plan began."""
+
+    summaries: list[str]
+    segments: dict[str, list[str]]
+
+
+def _plan_key(issue_id: str) -> str:
+    return f"send.plan:{issue_id}"
+
+
+def get_plan(db: Database, issue_id: str) -> PlanRecord | None:
+    row = db.conn.execute("SELECT value FROM meta WHERE key = ?", (_plan_key(issue_id),)).fetchone()
+    if row is None:
+        return None
+    data = json.loads(row["value"])
+    return PlanRecord(summaries=data["summaries"], segments=data["segments"])
+
+
+def save_plan(db: Database, issue_id: str, record: PlanRecord) -> None:
+    """Write the plan record (inside the caller's transaction, beside the rows that use it)."""
+    value = json.dumps({"summaries": record.summaries, "segments": record.segments})
+    db.conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (_plan_key(issue_id), value),
+    )
+
+
+# Planning ----------------------------------------------------------------------------------
+
+
+def planned_ids(db: Database, issue_id: str, low: int, high: int) -> set[int]:
+    """Ids in [low, high] that already have a row: one range query per page of subscribers."""
+    rows = db.conn.execute(
+        "SELECT subscriber_id FROM ledger WHERE issue_id = ? AND subscriber_id BETWEEN ? AND ?",
+        (issue_id, low, high),
+    )
+    return {r[0] for r in rows}
+
+
+def iter_subscribed(db: Database, page_size: int = 2000) -> Iterator[list[tuple[int, str]]]:
+    """Pages of (id, encoded topics) of every subscribed subscriber, by id: the plan's input.
+
+    Like `subscribers.iter_subscribers` (keyset pages, flat memory) but without building a
+    Subscriber per row, which is most of the plan's time at a million rows.
+    """
+    last_id = 0
+    while True:
+        rows = db.conn.execute(
+            "SELECT id, topics FROM subscribers WHERE status = 'subscribed' AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (last_id, page_size),
+        ).fetchall()
+        if not rows:
+            return
+        yield [(r[0], r[1]) for r in rows]
+        last_id = rows[-1][0]
+
+
+def add_rows(db: Database, issue_id: str, rows: Iterable[tuple[int, str, str, str | None]]) -> int:
+    """Insert (subscriber_id, segment, state, reason) rows; existing rows are left alone.
+
+    Runs inside the caller's transaction. Returns how many rows were new.
+    """
+    at = now()
+    cur = db.conn.executemany(
+        "INSERT OR IGNORE INTO ledger (issue_id, subscriber_id, segment, state, reason, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        ((issue_id, sid, segment, state, reason, at) for sid, segment, state, reason in rows),
+    )
+    return cur.rowcount
+
+
+# Recovery ----------------------------------------------------------------------------------
+
+
+def move_state(
+    db: Database, issue_id: str, from_state: str, to_state: str, reason: str | None
+) -> int:
+    """Every row of the issue in `from_state` → `to_state` (one statement); returns how many."""
+    with db.transaction():
+        cur = db.conn.execute(
+            "UPDATE ledger SET state = ?, reason = ?, updated_at = ? "
+            "WHERE issue_id = ? AND state = ?",
+            (to_state, reason, now(), issue_id, from_state),
+        )
+    return cur.rowcount
+
+
+# Claiming and recording --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    subscriber_id: int
+    email: str
+    name: str
+    topics: TopicChoice
+
+
+def pending_segments(db: Database, issue_id: str) -> list[tuple[str, int]]:
+    """(segment key, pending rows) for every segment with work left, largest first."""
+    rows = db.conn.execute(
+        "SELECT segment, count(*) AS n FROM ledger WHERE issue_id = ? AND state = 'pending' "
+        "GROUP BY segment ORDER BY n DESC, segment",
+        (issue_id,),
+    )
+    return [(r["segment"], r["n"]) for r in rows]
+
+
+def count_state(db: Database, issue_id: str, state: str) -> int:
+    row = db.conn.execute(
+        "SELECT count(*) FROM ledger WHERE issue_id = ? AND state = ?", (issue_id, state)
+    ).fetchone()
+    return row[0]
+
+
+def next_batch_no(db: Database, issue_id: str) -> int:
+    row = db.conn.execute(
+        "SELECT max(batch_no) FROM ledger WHERE issue_id = ?", (issue_id,)
+    ).fetchone()
+    return (row[0] or 0) + 1
+
+
+def claim(
+    db: Database,
+    issue_id: str,
+    segment: str,
+    limit: int,
+    batch_no: int,
+    owner: str,
+) -> tuple[list[ClaimedRow], int] | None:
+    """Claim up to `limit` pending rows of one segment: `submitting`, committed before any call.
+
+    The subscriber's status is read now, not at planning: one who left since is marked
+    `skipped` instead. Returns (claimed rows, skipped count), or None when the lock is no longer
+    ours (another send took it over), in which case nothing is changed.
+    """
+    at = now()
+    with db.transaction():
+        if not heartbeat(db, issue_id, owner):
+            return None
+        rows = db.conn.execute(
+            "SELECT l.subscriber_id, s.email, s.name, s.topics, s.status FROM ledger AS l "
+            "JOIN subscribers AS s ON s.id = l.subscriber_id "
+            "WHERE l.issue_id = ? AND l.state = 'pending' AND l.segment = ? "
+            "ORDER BY l.subscriber_id LIMIT ?",
+            (issue_id, segment, limit),
+        ).fetchall()
+        if not rows:
+            return [], 0
+        gone = [
+            (f"{r['status']} before sending", at, issue_id, r[0])
+            for r in rows
+            if r[4] != "subscribed"
+        ]
+        if gone:
+            db.conn.executemany(
+                "UPDATE ledger SET state = 'skipped', reason = ?, updated_at = ? "
+                "WHERE issue_id = ? AND subscriber_id = ?",
+                gone,
+            )
+        # The claimed rows are the first `limit` of this (issue, pending, segment) index range,
+        # so one range UPDATE claims exactly them (the skipped ones are no longer pending).
+        db.conn.execute(
+            "UPDATE ledger SET state = 'submitting', batch_no = ?, attempts = attempts + 1, "
+            "reason = NULL, updated_at = ? WHERE issue_id = ? AND state = 'pending' "
+            "AND segment = ? AND subscriber_id BETWEEN ? AND ?",
+            (batch_no, at, issue_id, segment, rows[0][0], rows[-1][0]),
+        )
+    claimed = [
+        ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
+    ]
+    return claimed, len(gone)
+
+
+def add_attempt(db: Database, issue_id: str, subscriber_ids: Iterable[int]) -> None:
+    """Count one more attempt for rows about to be submitted again (a retry)."""
+    at = now()
+    with db.transaction():
+        db.conn.executemany(
+            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? "
+            "WHERE issue_id = ? AND subscriber_id = ?",
+            ((at, issue_id, sid) for sid in subscriber_ids),
+        )
+
+
+def record_batch_sent(
+    db: Database, issue_id: str, segment: str, ids: list[int], batch_no: int, provider_id: str
+) -> int:
+    """A whole batch accepted under one provider id (SendGrid): one statement, not one a row.
+
+    SQLite's planner, left alone, walks the primary key over every row of the issue (or of the
+    id range, which other segments' rows share); the (issue, state, segment, id) index reaches
+    exactly the batch's rows.
+    """
+    with db.transaction():
+        cur = db.conn.execute(
+            "UPDATE ledger INDEXED BY ledger_by_state "
+            "SET state = 'sent', provider_id = ?, reason = NULL, updated_at = ? "
+            "WHERE issue_id = ? AND state = 'submitting' AND segment = ? "
+            "AND subscriber_id BETWEEN ? AND ? AND batch_no = ?",
+            (provider_id, now(), issue_id, segment, min(ids), max(ids), batch_no),
+        )
+    return cur.rowcount
+
+
+def record(
+    db: Database,
+    issue_id: str,
+    sent: dict[int, str] | None = None,
+    failed: dict[int, str] | None = None,
+    unknown: dict[int, str] | None = None,
+    pending: Iterable[int] = (),
+) -> None:
+    """Record a batch's outcome, all of it in one transaction.
+
+    `sent` maps subscriber id → provider message id; `failed`/`unknown` map id → reason;
+    `pending` ids go back to pending (surely not accepted: a later run sends them).
+    """
+    at = now()
+    with db.transaction():
+        if sent:
+            db.conn.executemany(
+                "UPDATE ledger SET state = 'sent', provider_id = ?, reason = NULL, updated_at = ? "
+                "WHERE issue_id = ? AND subscriber_id = ?",
+                ((pid, at, issue_id, sid) for sid, pid in sent.items()),
+            )
+        for state, reasons in (("failed", failed), ("unknown", unknown)):
+            if reasons:
+                db.conn.executemany(
+                    "UPDATE ledger SET state = ?, reason = ?, updated_at = ? "
+                    "WHERE issue_id = ? AND subscriber_id = ?",
+                    ((state, reason, at, issue_id, sid) for sid, reason in reasons.items()),
+                )
+        db.conn.executemany(
+            "UPDATE ledger SET state = 'pending', updated_at = ? "
+            "WHERE issue_id = ? AND subscriber_id = ?",
+            ((at, issue_id, sid) for sid in pending),
+        )
+
+
+# Reporting ---------------------------------------------------------------------------------
+
+
+def counts(db: Database, issue_id: str) -> dict[str, int]:
+    rows = db.conn.execute(
+        "SELECT state, count(*) AS n FROM ledger WHERE issue_id = ? GROUP BY state", (issue_id,)
+    )
+    return {r["state"]: r["n"] for r in rows}
+
+
+def delivery_counts(db: Database, issue_id: str) -> dict[str, int]:
+    """Counts of what the provider's webhooks said happened next (delivered, bounced...)."""
+    rows = db.conn.execute(
+        "SELECT delivery, count(*) AS n FROM ledger WHERE issue_id = ? AND delivery IS NOT NULL "
+        "GROUP BY delivery",
+        (issue_id,),
+    )
+    return {r["delivery"]: r["n"] for r in rows}
+
+
+def reasons(db: Database, issue_id: str, state: str) -> dict[str, int]:
+    rows = db.conn.execute(
+        "SELECT coalesce(reason, '') AS reason, count(*) AS n FROM ledger "
+        "WHERE issue_id = ? AND state = ? GROUP BY reason ORDER BY n DESC, reason",
+        (issue_id, state),
+    )
+    return {r["reason"]: r["n"] for r in rows}
+
+
+def segment_counts(db: Database, issue_id: str) -> dict[str, dict[str, int]]:
+    """segment key → state → rows."""
+    out: dict[str, dict[str, int]] = {}
+    rows = db.conn.execute(
+        "SELECT segment, state, count(*) AS n FROM ledger WHERE issue_id = ? "
+        "GROUP BY segment, state",
+        (issue_id,),
+    )
+    for r in rows:
+        out.setdefault(r["segment"], {})[r["state"]] = r["n"]
+    return out
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    subscriber_id: int
+    email: str
+    state: str
+    reason: str | None
+    provider_id: str | None
+    attempts: int
+    batch_no: int | None
+    updated_at: str
+    delivery: str | None
+
+
+def iter_entries(
+    db: Database,
+    issue_id: str,
+    state: str | None = None,
+    delivery: str | None = None,
+    page_size: int = 1000,
+) -> Iterator[LedgerEntry]:
+    """Rows of the issue (optionally in one state, or with one webhook delivery), by email."""
+    where, args = "l.issue_id = ?", [issue_id]
+    if state is not None:
+        where += " AND l.state = ?"
+        args.append(state)
+    if delivery is not None:
+        where += " AND l.delivery = ?"
+        args.append(delivery)
+    last = ""
+    while True:
+        rows = db.conn.execute(
+            "SELECT l.subscriber_id, s.email, l.state, l.reason, l.provider_id, l.attempts, "
+            "l.batch_no, l.updated_at, l.delivery FROM ledger AS l "
+            f"JOIN subscribers AS s ON s.id = l.subscriber_id WHERE {where} AND s.email > ? "
+            "ORDER BY s.email LIMIT ?",
+            (*args, last, page_size),
+        ).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield LedgerEntry(*r)
+        last = rows[-1]["email"]
+
+
+def get_entry(db: Database, issue_id: str, subscriber_id: int) -> LedgerEntry | None:
+    row = db.conn.execute(
+        "SELECT l.subscriber_id, s.email, l.state, l.reason, l.provider_id, l.attempts, "
+        "l.batch_no, l.updated_at, l.delivery FROM ledger AS l "
+        "JOIN subscribers AS s ON s.id = l.subscriber_id "
+        "WHERE l.issue_id = ? AND l.subscriber_id = ?",
+        (issue_id, subscriber_id),
+    ).fetchone()
+    return LedgerEntry(*row) if row else None
+
+
+def subscriber_counts(db: Database) -> dict[str, int]:
+    """Subscribers per status (the people not on the list: unsubscribed, bounced...)."""
+    rows = db.conn.execute("SELECT status, count(*) AS n FROM subscribers GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+def unplanned_counts(db: Database, issue_id: str) -> dict[str, int]:
+    """Subscribers with no row for this issue, by status (not on the list when it was planned)."""
+    rows = db.conn.execute(
+        "SELECT s.status, count(*) AS n FROM subscribers AS s WHERE NOT EXISTS "
+        "(SELECT 1 FROM ledger AS l WHERE l.issue_id = ? AND l.subscriber_id = s.id) "
+        "GROUP BY s.status",
+        (issue_id,),
+    )
+    return {r["status"]: r["n"] for r in rows}

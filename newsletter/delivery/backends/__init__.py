@@ -1,0 +1,52 @@
+"""Delivery backends behind one small protocol (see `base`): outbox files, SMTP, SendGrid."""
+
+from __future__ import annotations
+
+from ...config import Settings
+from ...errors import DeliveryError
+from .base import (
+    Backend,
+    BaseBackend,
+    Batch,
+    BatchResult,
+    OutcomeUnknown,
+    Recipient,
+    SendRefused,
+    TemporaryFailure,
+)
+
+BACKENDS = ("outbox", "smtp", "sendgrid")
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BaseBackend",
+    "Batch",
+    "BatchResult",
+    "OutcomeUnknown",
+    "Recipient",
+    "SendRefused",
+    "TemporaryFailure",
+    "make_backend",
+]
+
+
+def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False) -> Backend:
+    """The backend called `name` (default: the settings' one), configured from the settings and
+    the environment; DeliveryError when its credentials are missing (before anything is sent)."""
+    name = name or settings.delivery.backend
+    if sandbox and name != "sendgrid":
+        raise DeliveryError("--sandbox is a SendGrid feature: use it with --backend sendgrid")
+    if name == "outbox":
+        from .outbox import OutboxBackend
+
+        return OutboxBackend(settings)
+    if name == "smtp":
+        from .smtp import SmtpBackend
+
+        return SmtpBackend(settings)
+    if name == "sendgrid":
+        from .sendgrid import SendGridBackend
+
+        return SendGridBackend(settings, sandbox=sandbox)
+    raise DeliveryError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")

@@ -1,0 +1,173 @@
+"""The plan: segments by selection, skipped rows, resumable planning, and a dry run that writes
+nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.delivery import SendRefused, preview_plan, segment_key, send_issue, write_plan
+from newsletter.delivery import plan as planning
+from newsletter.errors import DeliveryError
+from newsletter.render import Renderer
+from newsletter.store import ledger as store
+from newsletter.store.subscribers import insert
+from tests.delivery_helpers import (
+    ISSUE,
+    ScriptedBackend,
+    add_many,
+    add_people,
+    database,
+    issue_summaries,
+)
+
+
+@pytest.fixture
+def db(settings):
+    db = database(settings)
+    yield db
+    db.close()
+
+
+def rows(db):
+    return {
+        r["email"]: dict(r)
+        for r in db.conn.execute(
+            "SELECT s.email, l.segment, l.state, l.reason FROM ledger l "
+            "JOIN subscribers s ON s.id = l.subscriber_id WHERE l.issue_id = ?",
+            (ISSUE,),
+        )
+    }
+
+
+def test_segments_group_subscribers_by_their_selection_in_issue_order(settings, db):
+    add_people(db)
+    issue, summaries = issue_summaries(settings)
+    assert write_plan(db, settings, issue, summaries) == 8  # the 8 subscribed people
+
+    planned = rows(db)
+    assert "gone@example.org" not in planned and "bounced@example.org" not in planned
+    # Same selection, same segment; "all" gets every summary in issue order.
+    assert planned["all1@example.org"]["segment"] == planned["all2@example.org"]["segment"]
+    assert planned["women@example.org"]["segment"] == planned["women2@example.org"]["segment"]
+    assert planned["women@example.org"]["segment"] != planned["all1@example.org"]["segment"]
+    meaning = store.get_plan(db, ISSUE).segments
+    assert meaning[planned["all1@example.org"]["segment"]] == issue.summaries
+    women = meaning[planned["women@example.org"]["segment"]]
+    assert women == ["pregnancy-breastfeeding-therapy"]
+    vax = meaning[planned["vax@example.org"]["segment"]]
+    assert vax == [i for i in issue.summaries if i in vax]  # issue order
+    assert set(vax) == {"risk-variants-brain-methylation", "vaccine-response-anti-cd20"}
+    assert segment_key(vax) == planned["vax@example.org"]["segment"]
+    # A topic that no longer exists selects nothing: a skipped row with the reason.
+    assert planned["retired@example.org"]["state"] == "skipped"
+    assert planned["retired@example.org"]["reason"] == "no matching topics"
+    assert {r["state"] for e, r in planned.items() if e != "retired@example.org"} == {"pending"}
+
+
+def test_planning_again_adds_only_the_missing_rows(settings, db):
+    add_people(db)
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    assert write_plan(db, settings, issue, summaries) == 0
+    insert(db, "late@example.org", name="Late", topics=["genetics"])
+    assert write_plan(db, settings, issue, summaries) == 1
+    assert rows(db)["late@example.org"]["state"] == "pending"
+
+
+def test_planning_streams_pages_and_a_crash_half_way_is_completed_next_time(
+    settings, db, monkeypatch
+):
+    monkeypatch.setattr(planning, "PLAN_PAGE", 50)
+    add_many(db, 230)
+    issue, summaries = issue_summaries(settings)
+    # Simulate a plan killed after its first page: only the first 50 rows exist.
+    calls = []
+    original = store.add_rows
+
+    def crash_after_first_page(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(store, "add_rows", crash_after_first_page)
+    with pytest.raises(KeyboardInterrupt):
+        write_plan(db, settings, issue, summaries)
+    assert store.counts(db, ISSUE) == {"pending": 50}
+    monkeypatch.setattr(store, "add_rows", original)
+    assert write_plan(db, settings, issue, summaries) == 180
+    assert store.counts(db, ISSUE) == {"pending": 230}
+
+
+def test_an_issue_edited_after_its_send_began_is_refused(settings, db):
+    add_people(db)
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    edited = issue.model_copy(update={"summaries": issue.summaries[:-1]})
+    with pytest.raises(DeliveryError, match="edited after its send began"):
+        write_plan(db, settings, edited, summaries[:-1])
+
+
+def test_preview_counts_segments_requests_skipped_and_suppressed_and_writes_nothing(settings, db):
+    add_people(db)
+    add_many(db, 7)  # seven more "all" subscribers
+    issue, summaries = issue_summaries(settings)
+    before = db.conn.execute("SELECT count(*) FROM meta").fetchone()[0]
+
+    preview = preview_plan(db, settings, issue, summaries, "sendgrid", batch_size=3)
+
+    assert store.counts(db, ISSUE) == {}
+    assert store.get_send(db, ISSUE) is None
+    assert db.conn.execute("SELECT count(*) FROM meta").fetchone()[0] == before
+    assert preview.recipients == 14  # 7 people with a selection + 7 more "all"
+    assert preview.skipped == 1
+    assert preview.not_subscribed == {"unsubscribed": 1, "bounced": 1}
+    assert preview.suppressed == 2
+    by_ids = {s.summary_ids: s.recipients for s in preview.segments}
+    assert by_ids[tuple(issue.summaries)] == 9
+    assert by_ids[("pregnancy-breastfeeding-therapy",)] == 2
+    assert preview.segments[0].summary_ids == tuple(issue.summaries)  # largest first
+    # 9 "all" → 3 requests of 3; every other segment fits in one.
+    assert preview.requests == 3 + (len(preview.segments) - 1)
+
+
+def test_preview_of_a_partly_sent_issue_counts_only_what_is_left(settings, db, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    add_people(db)
+    issue, summaries = issue_summaries(settings)
+    backend = ScriptedBackend([None, SendRefused("stop here")], max_batch=3)
+    with pytest.raises(SendRefused):
+        send_issue(settings, db, ISSUE, backend=backend, sleep=lambda s: None)
+    sent = store.counts(db, ISSUE)["sent"]
+    insert(db, "new@example.org", topics="all")
+
+    preview = preview_plan(db, settings, issue, summaries, "outbox", batch_size=3)
+
+    assert preview.recipients == 7 - sent + 1
+    assert preview.existing["sent"] == sent
+
+
+def test_each_segment_is_rendered_once(settings, db, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    add_people(db)
+    add_many(db, 10)
+
+    class CountingRenderer(Renderer):
+        calls: list = []
+
+        def render(self, issue, summaries):
+            self.calls.append(tuple(s.id for s in summaries))
+            return super().render(issue, summaries)
+
+    renderer = CountingRenderer(settings)
+    backend = ScriptedBackend(max_batch=2)
+    send_issue(settings, db, ISSUE, backend=backend, renderer=renderer)
+
+    segments = {tuple(b.email.summary_ids) for b in backend.batches}
+    assert len(backend.batches) > len(segments)  # several batches share a render
+    check_renders = 2  # `check` renders the whole issue and its first summary alone
+    assert len(renderer.calls) == len(segments) + check_renders
+    # Every batch of a segment carries the very same rendered object.
+    by_segment = {}
+    for batch in backend.batches:
+        assert by_segment.setdefault(batch.email.summary_ids, batch.email) is batch.email
