@@ -96,7 +96,11 @@ class ProgressObserver(SendObserver):
 
 
 def print_plan(console: Console, plan: PlanPreview, summary_titles: dict[str, str]) -> None:
-    table = Table(title=f"Plan for issue {plan.issue_id} ({plan.backend})", title_justify="left")
+    table = Table(
+        title=f"Plan for issue {plan.issue_id} ({plan.backend})",
+        title_justify="left",
+        show_lines=True,
+    )
     table.add_column("segment")
     table.add_column("summaries")
     table.add_column("recipients", justify="right")
@@ -318,7 +322,7 @@ def report(app, issue, list_state):
     print_report(out, report_data)
     if report_data.segments:
         titles = _titles(app.settings)
-        table = Table(title="segments", title_justify="left")
+        table = Table(title="segments", title_justify="left", show_lines=True)
         table.add_column("summaries")
         table.add_column("sent", justify="right")
         table.add_column("other", justify="right")
