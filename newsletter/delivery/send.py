@@ -123,7 +123,18 @@ class RunStats:
     unknown: int = 0
     batches: int = 0
     attempts: int = 0  # provider calls, retries included
+    renders: int = 0  # segments rendered (once each; the pre-send checks' renders not counted)
     warnings: list[str] = field(default_factory=list)
+    # Wall seconds by phase, for `bench/bench_send.py`: check, prepare (recovery, suppression
+    # sync), plan, render, and the batch loop's parts: claim, values (per-recipient values and
+    # signed links), request (the backend, retry waits included), record (the outcome).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str, since: float) -> float:
+        """Add the seconds from `since` to `phase`; returns now (the next phase's start)."""
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
+        return now
 
 
 @dataclass
@@ -359,8 +370,11 @@ def _personalizer(settings: Settings, backend: Backend, observer: SendObserver, 
 class _Renders:
     """Each segment rendered once, on first use."""
 
-    def __init__(self, settings: Settings, issue: Issue, summaries: list[Summary], renderer):
+    def __init__(
+        self, settings: Settings, issue: Issue, summaries: list[Summary], renderer, run: RunStats
+    ):
         self.issue = issue
+        self.run = run
         self.by_id = {s.id: s for s in summaries}
         self.renderer = renderer or Renderer(settings)
         self.cache: dict[str, RenderedEmail] = {}
@@ -375,7 +389,10 @@ class _Renders:
                     "no longer exists; restore it to continue the send"
                 )
             selection = [self.by_id[i] for i in summary_ids]
+            start = time.perf_counter()
             email = self.cache[key] = self.renderer.render(self.issue, selection)
+            self.run.timed("render", start)
+            self.run.renders += 1
         return email
 
 
@@ -430,16 +447,18 @@ def send_issue(
     """
     observer = observer or SendObserver()
     retry = retry or RetryPolicy.from_settings(settings)
+    start = time.perf_counter()
     issue, summaries = load_checked(settings, issue_ref, renderer)
+    run = RunStats()
+    run.timed("check", start)
     backend = _backend(backend, settings, sandbox)
     when = parse_send_at(send_at) if send_at is not None else None
     if when is not None and not backend.supports_send_at:
         raise DeliveryError(
             f"--at needs the sendgrid backend: {backend.name} sends at once, it cannot schedule"
         )
-    run = RunStats()
     personalizer = _personalizer(settings, backend, observer, run)
-    renders = _Renders(settings, issue, summaries, renderer)
+    renders = _Renders(settings, issue, summaries, renderer, run)
     if sandbox:
         return _sandbox_send(
             settings, db, issue, summaries, backend, personalizer, renders, run,
@@ -494,6 +513,7 @@ class _ListSend:
     def prepare(self, when: dt.datetime | None, retry_unknown: bool) -> None:
         """Schedule, recover what a crash left, put back what may be resent, plan."""
         db, issue_id, run = self.db, self.issue.id, self.run_stats
+        start = time.perf_counter()
         self.send_at, self.schedule_id = _schedule(db, issue_id, self.backend, when)
         run.recovered = store.move_state(
             db, issue_id, store.SUBMITTING, store.UNKNOWN, RECOVERED_REASON
@@ -510,7 +530,9 @@ class _ListSend:
         run.retried_failed = store.move_state(db, issue_id, store.FAILED, store.PENDING, None)
         for line in self.backend.before_send(db):
             self.observer.info(line)
+        start = run.timed("prepare", start)
         run.planned = write_plan(db, self.settings, self.issue, self.summaries)
+        run.timed("plan", start)
 
     def run(self) -> None:
         db, issue_id, backend = self.db, self.issue.id, self.backend
@@ -535,6 +557,7 @@ class _ListSend:
     def _one_batch(self, key: str, summary_ids: list[str], batch_no: int) -> bool:
         """Claim, deliver and record one batch of a segment; False when the segment is done."""
         db, issue_id, run, observer = self.db, self.issue.id, self.run_stats, self.observer
+        start = time.perf_counter()
         while True:
             claimed = store.claim(
                 db, issue_id, key, self.backend.max_batch, batch_no, self.lock.owner
@@ -552,18 +575,23 @@ class _ListSend:
             if rows:
                 break
             if not skipped:
+                run.timed("claim", start)
                 return False
+        start = run.timed("claim", start)
         email = self.renders.get(key, summary_ids)
+        start = time.perf_counter()
         recipients = [
             self.personalizer.recipient(r.subscriber_id, r.email, r.name, r.topics) for r in rows
         ]
+        run.timed("values", start)
         batch = Batch(
             issue_id, batch_no, email, recipients, email.subject,
             send_at=self.send_at, schedule_id=self.schedule_id,
         )  # fmt: skip
         outcome = _deliver_recorded(
-            db, issue_id, key, self.backend, batch, self.retry, self.sleep, observer, self.lock
-        )
+            db, issue_id, key, self.backend, batch, self.retry, self.sleep, observer, self.lock,
+            run,
+        )  # fmt: skip
         run.batches += 1
         run.attempts += outcome.attempts
         run.sent += len(outcome.sent)
@@ -578,7 +606,7 @@ class _ListSend:
 
 
 def _deliver_recorded(
-    db, issue_id, segment, backend, batch, retry, sleep, observer, lock
+    db, issue_id, segment, backend, batch, retry, sleep, observer, lock, run: RunStats
 ) -> Outcome:
     """One claimed batch through the backend, its outcome written to the ledger."""
     keys = [r.subscriber_id for r in batch.recipients]
@@ -591,6 +619,7 @@ def _deliver_recorded(
         store.add_attempt(db, issue_id, [k for k in keys if k not in done])
         lock.heartbeat()  # a long wait must not look like an abandoned lock
 
+    start = time.perf_counter()
     try:
         deliver_with_retries(
             backend, batch, retry, sleep=sleep, observer=observer, checkpoint=checkpoint,
@@ -603,6 +632,7 @@ def _deliver_recorded(
         pending = [k for k in keys if k not in done]
         store.record(db, issue_id, sent=outcome.sent, failed=outcome.failed, pending=pending)
         raise
+    start = run.timed("request", start)
     provider_ids = set(outcome.sent.values())
     whole = len(outcome.sent) == len(batch.recipients) and len(provider_ids) == 1
     if whole and outcome.error is None:
@@ -619,6 +649,7 @@ def _deliver_recorded(
             unknown=outcome.unknown,
             pending=outcome.pending,
         )
+    run.timed("record", start)
     return outcome
 
 

@@ -11,6 +11,7 @@ caller's one transaction.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ def encode_topics(topics: TopicChoice | Iterable[str]) -> str:
     return ";".join(slugs) if slugs else ALL
 
 
+@functools.lru_cache(maxsize=1024)
 def decode_topics(text: str) -> TopicChoice:
+    """'all' or the frozenset of slugs. Cached: a send decodes it for every recipient, and a
+    list holds few distinct choices (the result is immutable, so sharing it is safe)."""
     if not text or text == ALL:
         return ALL
     return frozenset(t for t in text.split(";") if t)

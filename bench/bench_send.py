@@ -1,0 +1,523 @@
+"""Benchmark: send the example issue to N synthetic subscribers through the real send path.
+
+    python bench/bench_send.py [--subscribers 100000] [--runs 1] [--baseline 1000] [--seed 1]
+
+Each run happens in a fresh child process (so its peak RSS is its own) and a throw-away workspace
+in a temporary folder: a copy of newsletter.yaml, summaries/, issues/ and templates/, and a CSV of
+N subscribers (topics random over the vocabulary, about 10% "all", about 2% unsubscribed). The
+phases:
+
+- import: `subscribers.import_csv` of that CSV, in a child process of its own;
+- plan, render, deliver: `send_issue` (what `newsletter send` runs) with the SendGrid backend
+  against `tests/fake_sendgrid.py` started as a separate process (`--record counts`), the ledger
+  in the workspace's SQLite file. Suppression sync stays on, as configured (the fake's lists are
+  empty: four GETs). Phase times come from the send's own `RunStats.timings`; "deliver" is the
+  batch loop without rendering: claims, per-recipient values and signed links, requests, ledger.
+
+Each run checks its figures against what the generated list implies: renders = distinct
+selections, requests = sum over segments of ceil(recipients / 1000), accepted recipients and
+ledger rows sent = eligible subscribers (OK / MISMATCH lines). Then a baseline (bench code only):
+the same issue for `--baseline` subscribers, one render and one API request per subscriber.
+The last line printed is one JSON object with every figure (medians over the runs, and each
+run). Exit status 1 if any check is a MISMATCH (a missed time target is only reported).
+`--profile FILE` writes cProfile stats of the send (`python -m pstats FILE`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import csv
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.bench_import import FIRST, LAST  # noqa: E402  (names with accents, commas, quotes)
+from newsletter.config import load_settings  # noqa: E402
+from newsletter.delivery import SendObserver, send_issue  # noqa: E402
+from newsletter.render import Renderer, fill, substitutions  # noqa: E402
+from newsletter.store import Database, ledger  # noqa: E402
+from newsletter.tokens import LinkSigner, preferences_url, unsubscribe_url  # noqa: E402
+from tests.fake_sendgrid import TEST_API_KEY, start_fake_sendgrid_process  # noqa: E402
+
+ISSUE = "2026-12"
+BATCH = 1000  # SendGrid's personalizations per request (delivery.batch_size)
+SECRET = "bench-secret-key-for-signing-links-0123456789"
+WORKSPACE_ITEMS = ("newsletter.yaml", "summaries", "issues", "templates")
+PHASES = ("import", "plan", "render", "deliver")
+DELIVER_PARTS = ("claim", "values", "request", "record")
+
+# Targets from issue 6 (this 2-core machine).
+TARGET_SEND_S = {100_000: 10.0, 1_000_000: 100.0}
+AIM_SEND_S = {100_000: 5.0}
+TARGET_IMPORT_S = {100_000: 10.0}
+TARGET_RSS_MB = 300.0
+
+
+def rss_mb() -> float:
+    """This process's peak RSS so far (ru_maxrss is in KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# The synthetic list --------------------------------------------------------------------------
+
+
+def make_workspace(root: Path) -> Path:
+    ws = root / "ws"
+    ws.mkdir()
+    for name in WORKSPACE_ITEMS:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, ws / name)
+    return ws
+
+
+def issue_topics(ws: Path) -> list[tuple[str, frozenset[str]]]:
+    """(summary id, its topics) in issue order, read straight from the YAML files, so that the
+    expected segments do not depend on the product's own selection code."""
+    issue = yaml.safe_load((ws / "issues" / f"{ISSUE}.yaml").read_text())
+    out = []
+    for sid in issue["summaries"]:
+        summary = yaml.safe_load((ws / "summaries" / f"{sid}.yaml").read_text())
+        out.append((sid, frozenset(summary["topics"])))
+    return out
+
+
+def generate(path: Path, rows: int, ws: Path, seed: int) -> dict:
+    """Write the CSV; return what a send of the issue to it must do.
+
+    10% choose "all", 2% are unsubscribed; the rest pick 1 to 4 topics at random (every topic
+    selects at least one of the issue's summaries, so nobody subscribed is skipped).
+    """
+    rng = random.Random(seed)
+    topics = load_settings(ws / "newsletter.yaml").topic_slugs
+    summaries = issue_topics(ws)
+    domains = [f"mail{i}.example.{tld}" for i in range(300) for tld in ("org", "com", "net")]
+    segments: Counter[tuple[str, ...]] = Counter()
+    unsubscribed = 0
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "topics", "status"])
+        for i in range(rows):
+            email = f"reader.{i}@{rng.choice(domains)}"
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)}" if i % 5 else ""
+            if rng.random() < 0.10:
+                chosen: list[str] | str = "all"
+            else:
+                chosen = rng.sample(topics, rng.randint(1, 4))
+            status = "unsubscribed" if rng.random() < 0.02 else "subscribed"
+            writer.writerow([email, name, chosen if chosen == "all" else ";".join(chosen), status])
+            if status != "subscribed":
+                unsubscribed += 1
+                continue
+            picked = set(topics) if chosen == "all" else set(chosen)
+            selection = tuple(sid for sid, tags in summaries if tags & picked)
+            segments[selection] += 1
+    return {
+        "rows": rows,
+        "eligible": sum(segments.values()),
+        "unsubscribed": unsubscribed,
+        "segments": len(segments),
+        "requests": sum(math.ceil(n / BATCH) for n in segments.values()),
+        "selections": sorted(segments),
+    }
+
+
+def import_in_child(ws: Path, csv_path: Path) -> dict:
+    """Run the product's CSV import in a child process (its memory is not the sender's)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--import-worker", str(ws / "newsletter.yaml"), str(csv_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def import_worker(config: str, csv_path: str) -> None:
+    from newsletter.subscribers import import_csv
+
+    settings = load_settings(config)
+    with Database(settings.paths.database) as db:
+        start = time.perf_counter()
+        result = import_csv(db, settings, csv_path)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "added": result.added, "rss_mb": rss_mb()}))
+
+
+# One run of the product ----------------------------------------------------------------------
+
+
+def use_fake(url: str) -> None:
+    """Point the real SendGrid client at the fake (never through an environment proxy)."""
+    no_proxy = ",".join(x for x in (os.environ.get("no_proxy"), "127.0.0.1,localhost") if x)
+    os.environ.update(
+        SENDGRID_API_KEY=TEST_API_KEY,
+        SENDGRID_API_HOST=url,
+        NEWSLETTER_SECRET_KEY=SECRET,
+        no_proxy=no_proxy,
+        NO_PROXY=no_proxy,
+    )
+
+
+class CountingRenderer(Renderer):
+    """Counts renders, and which selections were rendered once the send loop began."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.sending = False
+        self.check_renders = 0
+        self.selections: list[tuple[str, ...]] = []
+
+    def render(self, issue, summaries):
+        if self.sending:
+            self.selections.append(tuple(s.id for s in summaries))
+        else:
+            self.check_renders += 1  # the pre-send checks render twice
+        return super().render(issue, summaries)
+
+
+class Observer(SendObserver):
+    """Notes when the plan is done (the send loop starts): the RSS then, and what the send
+    announced it would do."""
+
+    def __init__(self, renderer: CountingRenderer):
+        self.renderer = renderer
+        self.rss_after_plan = 0.0
+        self.recipients = self.batches = 0
+
+    def started(self, recipients: int, batches: int) -> None:
+        self.renderer.sending = True
+        self.rss_after_plan = rss_mb()
+        self.recipients, self.batches = recipients, batches
+
+
+def send_run(subscribers: int, seed: int, profile: str | None = None) -> dict:
+    """One full run (generate, import, send, verify) in this process; returns its figures."""
+    with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
+        ws = make_workspace(Path(tmp))
+        csv_path = Path(tmp) / "subscribers.csv"
+        start = time.perf_counter()
+        expected = generate(csv_path, subscribers, ws, seed)
+        generate_s = time.perf_counter() - start
+        imported = import_in_child(ws, csv_path)
+
+        fake = start_fake_sendgrid_process(record="counts")
+        try:
+            use_fake(fake.url)
+            settings = load_settings(ws / "newsletter.yaml")
+            renderer = CountingRenderer(settings)
+            observer = Observer(renderer)
+            rss_start = rss_mb()
+            profiler = cProfile.Profile() if profile else None
+            with Database(settings.paths.database) as db:
+                start = time.perf_counter()
+                if profiler:
+                    profiler.enable()
+                result = send_issue(
+                    settings, db, ISSUE, backend="sendgrid", observer=observer, renderer=renderer
+                )
+                send_s = time.perf_counter() - start
+                if profiler:
+                    profiler.disable()
+                    profiler.dump_stats(profile)
+                rss_end = rss_mb()
+                states = ledger.counts(db, ISSUE)
+                segments = len(ledger.get_plan(db, ISSUE).segments)
+            stats = fake.stats()
+        finally:
+            fake.stop()
+        db_mb = sum(p.stat().st_size for p in ws.glob("newsletter.db*")) / 2**20
+
+    run, t = result.run, result.run.timings
+    sent = states.get("sent", 0)
+    deliver_s = sum(t.get(k, 0.0) for k in DELIVER_PARTS)
+    figures = {
+        "subscribers": subscribers,
+        "eligible": expected["eligible"],
+        "recipients": sent,
+        "segments": segments,
+        "renders": len(renderer.selections),
+        "check_renders": renderer.check_renders,
+        "requests": stats["requests"],
+        "generate_s": generate_s,
+        "import_s": imported["seconds"],
+        "import_rss_mb": imported["rss_mb"],
+        "plan_s": t.get("plan", 0.0),
+        "render_s": t.get("render", 0.0),
+        "deliver_s": deliver_s,
+        **{f"deliver_{k}_s": t.get(k, 0.0) for k in DELIVER_PARTS},
+        "other_s": send_s - t.get("plan", 0.0) - t.get("render", 0.0) - deliver_s,
+        "check_s": t.get("check", 0.0),
+        "send_s": send_s,
+        "total_s": imported["seconds"] + send_s,
+        "rss_start_mb": rss_start,
+        "rss_after_plan_mb": observer.rss_after_plan,
+        "rss_peak_mb": rss_end,
+        "db_mb": db_mb,
+    }
+    checks = [
+        ("plan segments == distinct selections", segments, expected["segments"]),
+        ("renders == distinct selections", len(renderer.selections), expected["segments"]),
+        (
+            "rendered selections == expected selections",
+            sorted(renderer.selections) == expected["selections"],
+            True,
+        ),
+        ("RunStats.renders == renders seen", run.renders, len(renderer.selections)),
+        ("planned batches == sum ceil(segment / 1000)", observer.batches, expected["requests"]),
+        ("requests == sum ceil(segment / 1000)", stats["requests"], expected["requests"]),
+        ("planned recipients == eligible", observer.recipients, expected["eligible"]),
+        ("accepted recipients == eligible", stats["accepted_recipients"], expected["eligible"]),
+        ("ledger sent == eligible", sent, expected["eligible"]),
+        ("ledger rows == eligible (nothing else)", sum(states.values()), expected["eligible"]),
+        ("all requests answered 202", stats["responses"], {202: expected["requests"]}),
+    ]
+    figures["checks_ok"] = all(got == want for _, got, want in checks)
+    print_run(figures, checks)
+    return figures
+
+
+def per_second(count: float, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def print_run(f: dict, checks: list) -> None:
+    n = f["recipients"]
+    print(
+        f"{f['subscribers']:,} subscribers ({f['eligible']:,} eligible), {f['segments']} "
+        f"segments; CSV written in {f['generate_s']:.1f} s; database {f['db_mb']:.0f} MB"
+    )
+    head = f"{'phase':<9}{'wall s':>9}{'recip/s':>12}{'segments':>10}{'renders':>9}"
+    print(head + f"{'requests':>10}{'peak RSS MB':>13}")
+    rows = [
+        ("import", f["import_s"], f["subscribers"], "", "", "", f["import_rss_mb"]),
+        ("plan", f["plan_s"], n, f["segments"], "", "", f["rss_after_plan_mb"]),
+        ("render", f["render_s"], n, "", f["renders"], "", f["rss_peak_mb"]),
+        ("deliver", f["deliver_s"], n, "", "", f["requests"], f["rss_peak_mb"]),
+        ("other", f["other_s"], n, "", "", "", ""),
+        ("send", f["send_s"], n, f["segments"], f["renders"], f["requests"], f["rss_peak_mb"]),
+        ("total", f["total_s"], n, f["segments"], f["renders"], f["requests"], f["rss_peak_mb"]),
+    ]
+    for name, secs, count, seg, ren, req, rss in rows:
+        rss_text = f"{rss:.1f}" if rss != "" else ""
+        print(
+            f"{name:<9}{secs:>9.2f}{per_second(count, secs):>12}{seg!s:>10}{ren!s:>9}"
+            f"{req!s:>10}{rss_text:>13}"
+        )
+    parts = ", ".join(f"{k} {f[f'deliver_{k}_s']:.2f}" for k in DELIVER_PARTS)
+    print(
+        f"  deliver = {parts} s; other = checks {f['check_s']:.2f} s "
+        f"({f['check_renders']} renders), suppression sync, lock, report"
+    )
+    print(
+        "  send = plan + render + deliver + other (send_issue, the target); total = import + send"
+    )
+    print(f"  sender RSS: {f['rss_start_mb']:.1f} MB before the send, peak {f['rss_peak_mb']:.1f}")
+    for label, got, want in checks:
+        verdict = "OK" if got == want else "MISMATCH"
+        print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
+
+
+# The baseline: one render and one request per subscriber (bench code only) -------------------
+
+
+def baseline_run(subscribers: int, seed: int) -> dict:
+    """What sending without segments would cost: a render, two signatures and a request each."""
+    import sendgrid
+
+    from newsletter.content import load_issue, load_summaries, resolve_summaries
+    from newsletter.store.subscribers import iter_subscribers
+
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        ws = make_workspace(Path(tmp))
+        csv_path = Path(tmp) / "subscribers.csv"
+        expected = generate(csv_path, subscribers, ws, seed)
+        import_in_child(ws, csv_path)
+        settings = load_settings(ws / "newsletter.yaml")
+        issue = load_issue(settings, ISSUE)
+        summaries = resolve_summaries(issue, load_summaries(settings))
+        renderer = Renderer(settings)
+        signer = LinkSigner(SECRET)
+        base = settings.preferences_base
+        fake = start_fake_sendgrid_process(record="counts")
+        try:
+            use_fake(fake.url)
+            client = sendgrid.SendGridAPIClient(api_key=TEST_API_KEY, host=fake.url)
+            client.client.timeout = 30
+            sent = 0
+            with Database(settings.paths.database) as db:
+                start = time.perf_counter()
+                for sub in iter_subscribers(db, "subscribed"):
+                    chosen = set(settings.topic_slugs) if sub.topics == "all" else set(sub.topics)
+                    selection = [s for s in summaries if chosen.intersection(s.topics)]
+                    email = renderer.render(issue, selection)
+                    values = {
+                        "name": sub.name or "reader",
+                        "topics": "your topics",
+                        "preferences_url": preferences_url(base, signer, sub.id),
+                        "unsubscribe_url": unsubscribe_url(base, signer, sub.id),
+                    }
+                    subs = substitutions(values)
+                    to = {"email": sub.email}
+                    if sub.name:
+                        to["name"] = " ".join(sub.name.replace(",", " ").split())
+                    body = {
+                        "personalizations": [
+                            {
+                                "to": [to],
+                                "headers": {"List-Unsubscribe": f"<{values['unsubscribe_url']}>"},
+                                "custom_args": {"newsletter_subscriber": str(sub.id)},
+                            }
+                        ],
+                        "from": {"email": settings.sender.email, "name": settings.sender.name},
+                        "subject": email.subject,
+                        "content": [
+                            {"type": "text/plain", "value": fill(email.text, subs)},
+                            {"type": "text/html", "value": fill(email.html, subs)},
+                        ],
+                    }
+                    client.client.mail.send.post(request_body=body)
+                    sent += 1
+                seconds = time.perf_counter() - start
+            stats = fake.stats()
+        finally:
+            fake.stop()
+    ok = stats["requests"] == sent == stats["accepted_recipients"] == expected["eligible"]
+    print(
+        f"baseline: {sent:,} recipients, {sent} renders, {stats['requests']} requests in "
+        f"{seconds:.2f} s = {seconds / sent * 1e6:,.0f} µs a recipient"
+    )
+    print(f"  {'OK' if ok else 'MISMATCH'}: baseline requests == renders == accepted == eligible")
+    return {
+        "recipients": sent,
+        "seconds": seconds,
+        "us_per_recipient": seconds / sent * 1e6,
+        "requests": stats["requests"],
+        "checks_ok": ok,
+    }
+
+
+# The driver ----------------------------------------------------------------------------------
+
+
+def child(args: list[str]) -> dict:
+    """Run this script with `args` in a fresh process; relay its output, return its JSON."""
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=True
+    )
+    lines = proc.stdout.rstrip().splitlines()
+    print("\n".join(lines[:-1]), flush=True)
+    return json.loads(lines[-1])
+
+
+def report(args, runs: list[dict], baseline: dict | None) -> bool:
+    """Print the medians, the ratio and the targets, then the JSON line; True if all checks OK."""
+    n = args.subscribers
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "checks_ok"}
+    us = median["send_s"] / median["recipients"] * 1e6
+    print()
+    print(f"median of {len(runs)} run(s), {n:,} subscribers ({median['recipients']:,.0f} sent):")
+    for phase in PHASES:
+        secs = median[f"{phase}_s"]
+        count = n if phase == "import" else median["recipients"]
+        print(f"  {phase:<8}{secs:8.2f} s  {per_second(count, secs):>10} /s")
+    print(
+        f"  send    {median['send_s']:8.2f} s  {per_second(median['recipients'], median['send_s']):>10}"
+        f" /s  ({us:.1f} µs a recipient; {median['segments']:.0f} segments, "
+        f"{median['renders']:.0f} renders, {median['requests']:.0f} requests)"
+    )
+    print(f"  peak RSS of the sender {median['rss_peak_mb']:.1f} MB")
+    ratio = None
+    if baseline:
+        ratio = us / baseline["us_per_recipient"]
+        print(
+            f"per-recipient cost, product / baseline: {us:.1f} / "
+            f"{baseline['us_per_recipient']:,.0f} µs = {ratio:.4f} "
+            f"({1 / ratio:,.0f}x cheaper than a render and a request each)"
+        )
+    targets = []
+    if n in TARGET_SEND_S:
+        targets.append((f"send ≤ {TARGET_SEND_S[n]:g} s", median["send_s"] <= TARGET_SEND_S[n]))
+    if n in AIM_SEND_S:
+        targets.append((f"send ≤ {AIM_SEND_S[n]:g} s (aim)", median["send_s"] <= AIM_SEND_S[n]))
+    if n in TARGET_IMPORT_S:
+        targets.append(
+            (f"import ≤ {TARGET_IMPORT_S[n]:g} s", median["import_s"] <= TARGET_IMPORT_S[n])
+        )
+    targets.append((f"peak RSS ≤ {TARGET_RSS_MB:g} MB", median["rss_peak_mb"] <= TARGET_RSS_MB))
+    checks_ok = all(r["checks_ok"] for r in runs) and (baseline is None or baseline["checks_ok"])
+    targets.append(("every OK check", checks_ok))
+    for label, ok in targets:
+        print(f"target {'met' if ok else 'MISSED'}: {label}")
+    print(
+        json.dumps(
+            {
+                "subscribers": n,
+                "runs": len(runs),
+                "median": {k: round(v, 3) for k, v in median.items()},
+                "us_per_recipient": round(us, 2),
+                "baseline": baseline and {k: round(v, 3) for k, v in baseline.items()},
+                "ratio_product_over_baseline": ratio and round(ratio, 5),
+                "checks_ok": checks_ok,
+                "per_run": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+            }
+        )
+    )
+    return checks_ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--baseline", type=int, default=1000, help="0: no baseline")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write cProfile stats of the send (of the last run)"
+    )
+    # Internal: what the child processes run.
+    parser.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--import-worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.import_worker:
+        import_worker(*args.import_worker)
+    elif args.run_worker:
+        print(json.dumps(send_run(args.subscribers, args.seed, args.profile)))
+    elif args.baseline_worker:
+        print(json.dumps(baseline_run(args.baseline, args.seed)))
+    else:
+        common = ["--seed", str(args.seed)]
+        runs = []
+        for number in range(1, args.runs + 1):
+            print(f"--- run {number} of {args.runs}", flush=True)
+            extra = ["--profile", args.profile] if args.profile else []
+            runs.append(
+                child(["--run-worker", "--subscribers", str(args.subscribers), *common, *extra])
+            )
+        baseline = None
+        if args.baseline:
+            print("--- baseline", flush=True)
+            baseline = child(["--baseline-worker", "--baseline", str(args.baseline), *common])
+        # A MISMATCH (a wrong count, not a missed target) is a failure.
+        sys.exit(0 if report(args, runs, baseline) else 1)
+
+
+if __name__ == "__main__":
+    main()
