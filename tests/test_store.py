@@ -217,3 +217,33 @@ def test_write_import_batch_writes_rows_and_history(db):
         ("topics", "genetics", "infections"),
         ("status", "subscribed", "bounced"),
     ]
+
+
+def test_ledger_rows_survive_the_move_to_a_segment_clustered_ledger(tmp_path, monkeypatch):
+    """A database made by version 1 keeps every ledger row, and (issue, subscriber) stays unique."""
+    import newsletter.store as store_package
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(store_package, "MIGRATIONS", MIGRATIONS[:1])
+    with Database(path) as old:
+        assert old.schema_version() == 1
+        ana = store.insert(old, "ana@example.org")
+        with old.transaction():
+            old.conn.execute(
+                "INSERT INTO ledger (issue_id, subscriber_id, segment, state, provider_id, "
+                "updated_at) VALUES ('2026-12', ?, 'a|b', 'sent', 'msg-1', 'now')",
+                (ana.id,),
+            )
+    monkeypatch.setattr(store_package, "MIGRATIONS", MIGRATIONS)
+    with Database(path) as new:
+        assert new.schema_version() == len(MIGRATIONS)
+        rows = new.conn.execute(
+            "SELECT issue_id, subscriber_id, segment, state, provider_id FROM ledger"
+        )
+        assert [tuple(r) for r in rows] == [("2026-12", ana.id, "a|b", "sent", "msg-1")]
+        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+            new.conn.execute(
+                "INSERT INTO ledger (issue_id, subscriber_id, segment, state, updated_at) "
+                "VALUES ('2026-12', ?, 'other', 'pending', 'now')",
+                (ana.id,),
+            )

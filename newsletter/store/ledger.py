@@ -325,14 +325,11 @@ def record_batch_sent(
 ) -> int:
     """A whole batch accepted under one provider id (SendGrid): one statement, not one a row.
 
-    SQLite's planner, left alone, walks the primary key over every row of the issue (or of the
-    id range, which other segments' rows share); the (issue, state, segment, id) index reaches
-    exactly the batch's rows.
+    The primary key (issue, segment, subscriber) reaches exactly the batch's id range.
     """
     with db.transaction():
         cur = db.conn.execute(
-            "UPDATE ledger INDEXED BY ledger_by_state "
-            "SET state = 'sent', provider_id = ?, reason = NULL, updated_at = ? "
+            "UPDATE ledger SET state = 'sent', provider_id = ?, reason = NULL, updated_at = ? "
             "WHERE issue_id = ? AND state = 'submitting' AND segment = ? "
             "AND subscriber_id BETWEEN ? AND ? AND batch_no = ?",
             (provider_id, now(), issue_id, segment, min(ids), max(ids), batch_no),

@@ -87,4 +87,31 @@ MIGRATIONS: list[str] = [
         received_at TEXT NOT NULL
     );
     """,
+    # 2: the ledger clustered by segment. A send claims and records a segment's rows in id
+    # order; keyed by (issue, subscriber) those rows were spread over the whole table, so every
+    # batch rewrote about one page per row (1.2 GB of writes for 100,000 recipients). Keyed by
+    # (issue, segment, subscriber) a batch touches a few adjacent pages. Nothing ever changes a
+    # row's segment. (issue, subscriber) stays unique.
+    f"""
+    CREATE TABLE ledger_by_segment (
+        issue_id      TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        segment       TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN {LEDGER_STATES!r}),
+        reason        TEXT,
+        provider_id   TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        batch_no      INTEGER,
+        updated_at    TEXT NOT NULL,
+        delivery      TEXT,
+        delivery_at   TEXT,
+        PRIMARY KEY (issue_id, segment, subscriber_id)
+    ) WITHOUT ROWID;
+    INSERT INTO ledger_by_segment SELECT issue_id, subscriber_id, segment, state, reason,
+        provider_id, attempts, batch_no, updated_at, delivery, delivery_at FROM ledger;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_by_segment RENAME TO ledger;
+    CREATE UNIQUE INDEX ledger_by_subscriber ON ledger (issue_id, subscriber_id);
+    CREATE INDEX ledger_by_state ON ledger (issue_id, state, segment, subscriber_id);
+    """,
 ]
