@@ -129,6 +129,9 @@ def write_plan(db: Database, settings: Settings, issue: Issue, summaries: list[S
             if saved_keys is None or saved_keys != set(record.segments):
                 store.save_plan(db, issue.id, record)
                 saved_keys = set(record.segments)
+            # In key order: the ledger is clustered by (issue, segment, subscriber), so sorted
+            # inserts land on adjacent pages instead of one page per row.
+            rows.sort(key=lambda row: row[1])
             added += store.add_rows(db, issue.id, rows)
         rows.clear()
 
