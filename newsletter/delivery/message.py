@@ -18,7 +18,7 @@ from ..config import Settings
 from ..render import RenderedEmail, fill, substitutions, topics_phrase
 from ..store.subscribers import TopicChoice
 from ..tokens import LinkSigner, preferences_url, unsubscribe_url
-from .backends.base import LIST_UNSUBSCRIBE_POST, Recipient
+from .backends.base import LIST_UNSUBSCRIBE_POST, Batch, BatchResult, Recipient
 
 NAME_FALLBACK = "reader"  # "Hello reader," when a subscriber gave no name
 
@@ -117,3 +117,19 @@ def message_bytes(msg: EmailMessage) -> bytes:
 def proof_recipients(settings: Settings, addresses: Iterable[str], values: dict) -> list[Recipient]:
     """Proof addressees get preview values: links that cannot act on any subscriber."""
     return [Recipient(None, address, "", dict(values)) for address in addresses]
+
+
+def batch_messages(settings: Settings, batch: Batch, result: BatchResult):
+    """(ledger key, recipient, message) for each recipient of a batch, for the backends that
+    send one message per recipient; one whose message cannot be built is recorded as failed in
+    `result` and left out."""
+    for recipient in batch.recipients:
+        key = recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
+        try:
+            msg = build_message(
+                settings, batch.email, recipient, issue_id=batch.issue_id, subject=batch.subject
+            )
+        except (ValueError, TypeError, IndexError) as exc:
+            result.failed[key] = f"cannot build a message to {recipient.email!r}: {exc}"
+            continue
+        yield key, recipient, msg

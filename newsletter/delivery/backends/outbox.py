@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ...config import Settings
-from ..message import build_message, message_bytes
+from ..message import batch_messages, message_bytes
 from .base import BaseBackend, Batch, BatchResult, SendRefused
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -39,21 +39,7 @@ class OutboxBackend(BaseBackend):
         return base / f"{recipient.subscriber_id}.eml"
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
-        for recipient in batch.recipients:
-            key = (
-                recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
-            )
-            try:
-                msg = build_message(
-                    self.settings,
-                    batch.email,
-                    recipient,
-                    issue_id=batch.issue_id,
-                    subject=batch.subject,
-                )
-            except (ValueError, TypeError, IndexError) as exc:
-                result.failed[key] = f"cannot build a message to {recipient.email!r}: {exc}"
-                continue
+        for key, recipient, msg in batch_messages(self.settings, batch, result):
             path = self.path_for(batch, recipient)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import ssl
 
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
-from ..message import build_message, message_bytes
+from ..message import batch_messages, message_bytes
 from .base import BaseBackend, Batch, BatchResult, OutcomeUnknown, SendRefused, TemporaryFailure
 
 RECONNECTS_PER_MESSAGE = 2  # a server that drops us again at once is down: retry the batch later
@@ -118,21 +118,7 @@ class SmtpBackend(BaseBackend):
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
         sender = self.settings.sender.email
-        for recipient in batch.recipients:
-            key = (
-                recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
-            )
-            try:
-                msg = build_message(
-                    self.settings,
-                    batch.email,
-                    recipient,
-                    issue_id=batch.issue_id,
-                    subject=batch.subject,
-                )
-            except (ValueError, TypeError, IndexError) as exc:
-                result.failed[key] = f"cannot build a message to {recipient.email!r}: {exc}"
-                continue
+        for key, recipient, msg in batch_messages(self.settings, batch, result):
             data = message_bytes(msg)
             for attempt in range(RECONNECTS_PER_MESSAGE + 1):
                 conn = self._connection()
