@@ -136,6 +136,15 @@ class RunStats:
         self.timings[phase] = self.timings.get(phase, 0.0) + now - since
         return now
 
+    def count_batch(self, outcome: Outcome, observer: SendObserver) -> None:
+        """Add one delivered batch's outcome to the run, and tell the observer."""
+        self.batches += 1
+        self.attempts += outcome.attempts
+        self.sent += len(outcome.sent)
+        self.failed += len(outcome.failed)
+        self.unknown += len(outcome.unknown)
+        observer.batch_done(len(outcome.sent), 0, len(outcome.failed), len(outcome.unknown))
+
 
 @dataclass
 class SendResult:
@@ -592,12 +601,7 @@ class _ListSend:
             db, issue_id, key, self.backend, batch, self.retry, self.sleep, observer, self.lock,
             run,
         )  # fmt: skip
-        run.batches += 1
-        run.attempts += outcome.attempts
-        run.sent += len(outcome.sent)
-        run.failed += len(outcome.failed)
-        run.unknown += len(outcome.unknown)
-        observer.batch_done(len(outcome.sent), 0, len(outcome.failed), len(outcome.unknown))
+        run.count_batch(outcome, observer)
         if outcome.error is not None:
             message = _stop_message(outcome.error, batch, outcome, issue_id)
             raise _with_message(outcome.error, message) from None
@@ -723,12 +727,7 @@ def _sandbox_send(
         send_at = int(when.timestamp()) if when else None
         batch = Batch(issue.id, number, email, recipients, email.subject, send_at=send_at)
         outcome = deliver_with_retries(backend, batch, retry, sleep=sleep, observer=observer)
-        run.batches += 1
-        run.attempts += outcome.attempts
-        run.sent += len(outcome.sent)
-        run.failed += len(outcome.failed)
-        run.unknown += len(outcome.unknown)
-        observer.batch_done(len(outcome.sent), 0, len(outcome.failed), len(outcome.unknown))
+        run.count_batch(outcome, observer)
         if outcome.error is not None:
             raise outcome.error
 
