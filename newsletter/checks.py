@@ -13,11 +13,10 @@ from html.parser import HTMLParser
 from .config import Settings
 from .content import (
     Issue,
-    Summary,
     load_issue,
-    load_summaries,
-    load_summary,
+    read_summaries,
     resolve_summaries,
+    unknown_summaries,
 )
 from .errors import ContentError, TemplateError
 from .render import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS, RenderedEmail, Renderer
@@ -126,19 +125,15 @@ def check_issue(
         report.problems.extend(err.problems)
         return report
     report.issue_id = issue.id
-    summaries: dict[str, Summary] = {}
-    try:
-        summaries = load_summaries(settings)
-    except ContentError as err:
-        report.problems.extend(err.problems)
-        # Keep going with the valid ones, so unknown ids are still reported separately.
-        summaries = _valid_summaries(settings)
-    try:
-        chosen = resolve_summaries(issue, summaries)
-    except ContentError as err:
-        invalid = _invalid_ids(settings)
-        report.problems.extend(p for p in err.problems if not any(f"'{i}'" in p for i in invalid))
+    summaries, problems = read_summaries(settings)
+    report.problems.extend(problems)
+    # A summary whose file exists but is invalid is reported above, not as "no summary named".
+    on_disk = {path.stem for path in settings.paths.summaries.glob("*.yaml")}
+    missing = unknown_summaries(issue, on_disk | set(summaries))
+    report.problems.extend(missing)
+    if missing or any(sid not in summaries for sid in issue.summaries):
         return report
+    chosen = resolve_summaries(issue, summaries)
     report.summaries = len(chosen)
     renderer = renderer or Renderer(settings)
     # The largest selection (all topics) and the smallest (only the first summary: no cards).
@@ -154,18 +149,3 @@ def check_issue(
             report.text_bytes = len(email.text.encode("utf-8"))
         report.problems.extend(check_rendered(email, settings, f"{issue.id} ({label})"))
     return report
-
-
-def _valid_summaries(settings: Settings) -> dict[str, Summary]:
-    valid = {}
-    for path in sorted(settings.paths.summaries.glob("*.yaml")):
-        summary, _ = load_summary(path, settings)
-        if summary is not None:
-            valid[summary.id] = summary
-    return valid
-
-
-def _invalid_ids(settings: Settings) -> set[str]:
-    """Ids whose files exist but are invalid: already reported, not 'unknown'."""
-    existing = {p.stem for p in settings.paths.summaries.glob("*.yaml")}
-    return existing - set(_valid_summaries(settings))

@@ -174,14 +174,15 @@ def load_summary(path: Path, settings: Settings) -> tuple[Summary | None, list[s
     return _load_model(path, Summary, {"id": path.stem}, known_topics=settings.topic_slugs)
 
 
-def load_summaries(settings: Settings) -> dict[str, Summary]:
-    """Every summary in the summaries folder, by id; ContentError lists every problem found."""
+def read_summaries(settings: Settings) -> tuple[dict[str, Summary], list[str]]:
+    """Every valid summary by id, and one line per problem found in the others (never raises
+    for a bad file: callers that must not go on use `load_summaries`)."""
     folder = settings.paths.summaries
     if not folder.is_dir():
-        raise ContentError(f"{display_path(folder)}: summaries folder not found")
+        return {}, [f"{display_path(folder)}: summaries folder not found"]
     paths = sorted(folder.glob("*.yaml"))
     if not paths:
-        raise ContentError(f"{display_path(folder)}: no summaries (*.yaml files) found")
+        return {}, [f"{display_path(folder)}: no summaries (*.yaml files) found"]
     summaries, problems = {}, []
     for path in paths:
         if not ID_RE.match(path.stem):
@@ -193,6 +194,12 @@ def load_summaries(settings: Settings) -> dict[str, Summary]:
         problems.extend(errors)
         if summary is not None:
             summaries[summary.id] = summary
+    return summaries, problems
+
+
+def load_summaries(settings: Settings) -> dict[str, Summary]:
+    """Every summary in the summaries folder, by id; ContentError lists every problem found."""
+    summaries, problems = read_summaries(settings)
     if problems:
         raise ContentError(problems)
     return summaries
@@ -238,13 +245,21 @@ def summaries_in_issues(settings: Settings, exclude: str | None = None) -> set[s
 
 def resolve_summaries(issue: Issue, summaries: dict[str, Summary]) -> list[Summary]:
     """The issue's summaries, in issue order; ContentError names every unknown id."""
-    unknown = [sid for sid in issue.summaries if sid not in summaries]
-    if unknown:
-        where = display_path(issue.source) if issue.source else f"issue {issue.id}"
-        raise ContentError(
-            [f"{where}: field 'summaries': no summary named {sid!r}" for sid in unknown]
-        )
+    problems = unknown_summaries(issue, summaries)
+    if problems:
+        raise ContentError(problems)
     return [summaries[sid] for sid in issue.summaries]
+
+
+def unknown_summaries(issue: Issue, known: Iterable[str]) -> list[str]:
+    """One problem line per summary id the issue names that is not in `known`."""
+    known = set(known)
+    where = display_path(issue.source) if issue.source else f"issue {issue.id}"
+    return [
+        f"{where}: field 'summaries': no summary named {sid!r}"
+        for sid in issue.summaries
+        if sid not in known
+    ]
 
 
 def dump_issue(issue: Issue) -> str:
