@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from werkzeug.serving import make_server
 
 from newsletter.cli import cli
 from newsletter.config import Settings, load_settings
+from newsletter.store import Database
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ISSUE = "2026-12"
@@ -32,6 +37,42 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(workspace: Path) -> Settings:
     return load_settings(workspace / "newsletter.yaml")
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The workspace's database (created and migrated on first use)."""
+    database = Database(settings.paths.database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(settings: Settings, monkeypatch):
+    """The preference centre (`newsletter serve`'s Flask app) for the workspace."""
+    from newsletter.web import create_app
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@contextmanager
+def serving(wsgi_app) -> Iterator[str]:
+    """Serve a WSGI app on 127.0.0.1 in a thread, for a real browser or HTTP client; yields its URL."""
+    httpd = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
 
 
 @pytest.fixture

@@ -6,15 +6,14 @@ Set SCREENSHOTS_DIR=docs/screenshots to refresh the screenshots README shows.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from newsletter.content import load_issue, load_summaries, resolve_summaries
 from newsletter.preview import create_preview_app
 from newsletter.render import Renderer, fill, preview_values, substitutions
+from tests.conftest import serving
 
 WIDTHS = {"phone": 375, "desktop": 600}
 
@@ -98,13 +97,8 @@ def test_text_size_and_contrast(browser, email_html, device):
 
 @pytest.fixture
 def preview_server(settings):
-    app = create_preview_app(settings, "2026-12")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
+    with serving(create_preview_app(settings, "2026-12")) as base:
+        yield base
 
 
 def test_preview_page_per_topic_choice(browser, preview_server, screenshots):

@@ -45,13 +45,6 @@ def seeded(workspace, run) -> Path:
     return workspace / "newsletter.db"
 
 
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
-
-
 def status_of(db_path: Path, email: str) -> str:
     with Database(db_path) as db:
         return store.get_by_email(db, email).status

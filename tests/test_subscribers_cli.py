@@ -9,15 +9,7 @@ import pytest
 
 from newsletter import subscribers as subs
 from newsletter.errors import SubscriberError
-from newsletter.store import Database
 from newsletter.store import subscribers as store
-
-
-@pytest.fixture
-def db(workspace):
-    database = Database(workspace / "newsletter.db")
-    yield database
-    database.close()
 
 
 def get(db, email):

@@ -37,13 +37,6 @@ def fake(monkeypatch):
         yield server
 
 
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
-
-
 def add(db, email, status="subscribed"):
     return store.insert(db, email, name=email.split("@")[0], status=status, source="import")
 

@@ -12,17 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.web import create_app
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, serving
 from tests.test_email_browser import TEXT_METRICS_JS
 from tests.test_web_security import (
     db_state,
     footer_link,
     point_links_at,
     send_outbox,
-    start_server,
 )
 
 PHONE = {"width": 375, "height": 800}
@@ -53,16 +51,8 @@ def screenshots(tmp_path) -> Path:
 @pytest.fixture
 def live(settings, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
-    base, stop = start_server(create_app(settings))
-    yield base
-    stop()
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
+    with serving(create_app(settings)) as base:
+        yield base
 
 
 @pytest.fixture

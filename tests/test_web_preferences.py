@@ -6,27 +6,12 @@ import re
 
 import pytest
 
-from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
-from newsletter.web import create_app
 from newsletter.web.preferences import NoTopicChosen, chosen_topics
 from tests.conftest import TEST_SECRET
 
 SIGNER = LinkSigner(TEST_SECRET)
-
-
-@pytest.fixture
-def client(settings, monkeypatch):
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
-    return create_app(settings).test_client()
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
 
 
 def url(sub, purpose="preferences"):

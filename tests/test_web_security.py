@@ -7,7 +7,6 @@ import email
 import importlib
 import re
 import sys
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,14 +15,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from newsletter.errors import ConfigError
 from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, serving
 
 SIGNER = LinkSigner(TEST_SECRET)
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -54,20 +52,6 @@ def links_in(html: str) -> list[str]:
     collector = LinkCollector()
     collector.feed(html)
     return collector.links
-
-
-def start_server(app):
-    """Serve `app` on 127.0.0.1 in a thread; returns (base_url, stop)."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-
-    def stop():
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
-
-    return f"http://127.0.0.1:{httpd.server_port}", stop
 
 
 def point_links_at(workspace: Path, base_url: str) -> None:
@@ -112,28 +96,9 @@ def db_state(db: Database):
 
 
 @pytest.fixture
-def app(settings, monkeypatch):
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def live(app):
-    base, stop = start_server(app)
-    yield base
-    stop()
+    with serving(app) as base:
+        yield base
 
 
 @pytest.fixture

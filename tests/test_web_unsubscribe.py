@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import re
-import threading
 import urllib.request
 
 import pytest
-from werkzeug.serving import make_server
 
-from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
-from newsletter.web import create_app
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, serving
 
 SIGNER = LinkSigner(TEST_SECRET)
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 @pytest.fixture
-def app(settings, monkeypatch):
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def server(app):
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join()
+    with serving(app) as base:
+        yield base
 
 
 def url(sub, purpose="unsubscribe"):

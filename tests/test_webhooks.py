@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter.config import load_settings
-from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.web import create_app
 from newsletter.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, event_id
@@ -46,13 +45,6 @@ def client(settings, keys, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", keys[1])
     return create_app(settings).test_client()
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.paths.database)
-    yield database
-    database.close()
 
 
 def post(client, private, events, *, timestamp=None, body=None, headers=None):
