@@ -63,18 +63,14 @@ def create_preview_app(settings: Settings, issue_ref: str) -> Flask:
         )
         return Response(page, mimetype="text/html")
 
-    @app.get("/email.html")
-    def email_html():
+    def email_part(part: str, mimetype: str) -> Response:
         _, rendered = render_for(topics_from_request())
         if rendered is None:
             return Response("No summary matches these topics.", status=404, mimetype="text/plain")
-        return Response(fill(rendered[0].html, rendered[1]), mimetype="text/html")
+        email, subs = rendered
+        return Response(fill(getattr(email, part), subs), mimetype=mimetype)
 
-    @app.get("/email.txt")
-    def email_text():
-        _, rendered = render_for(topics_from_request())
-        if rendered is None:
-            return Response("No summary matches these topics.", status=404, mimetype="text/plain")
-        return Response(fill(rendered[0].text, rendered[1]), mimetype="text/plain")
+    app.add_url_rule("/email.html", "email_html", lambda: email_part("html", "text/html"))
+    app.add_url_rule("/email.txt", "email_text", lambda: email_part("text", "text/plain"))
 
     return app

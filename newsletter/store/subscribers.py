@@ -138,64 +138,60 @@ def insert(
     return get(db, sid)
 
 
+def _change(
+    db: Database,
+    subscriber_id: int,
+    field: str,
+    value: str,
+    source: Source,
+    reason: str | None = None,
+) -> bool:
+    """Set one of status/topics/name and append its history row, in one transaction.
+
+    Returns False (and records nothing) when the value is unchanged; KeyError for an unknown id.
+    A status change also records when, why and from where it last changed.
+    """
+    assert field in ("status", "topics", "name")  # a column name goes into the SQL text
+    with db.transaction():
+        row = db.conn.execute(f"SELECT {field} FROM subscribers WHERE id = ?", (subscriber_id,))
+        current = row.fetchone()
+        if current is None:
+            raise KeyError(subscriber_id)
+        if current[field] == value:
+            return False
+        at = now()
+        if field == "status":
+            db.conn.execute(
+                "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
+                "status_reason = ?, status_source = ? WHERE id = ?",
+                (value, at, at, reason, source, subscriber_id),
+            )
+        else:
+            db.conn.execute(
+                f"UPDATE subscribers SET {field} = ?, updated_at = ? WHERE id = ?",
+                (value, at, subscriber_id),
+            )
+        _history(db, subscriber_id, at, field, current[field], value, source, reason)
+    return True
+
+
 def set_status(
     db: Database, subscriber_id: int, status: str, source: Source, reason: str | None = None
 ) -> bool:
     """Change the status; returns False (and records nothing) when it is unchanged."""
-    with db.transaction():
-        row = db.conn.execute("SELECT status FROM subscribers WHERE id = ?", (subscriber_id,))
-        current = row.fetchone()
-        if current is None:
-            raise KeyError(subscriber_id)
-        if current["status"] == status:
-            return False
-        at = now()
-        db.conn.execute(
-            "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
-            "status_reason = ?, status_source = ? WHERE id = ?",
-            (status, at, at, reason, source, subscriber_id),
-        )
-        _history(db, subscriber_id, at, "status", current["status"], status, source, reason)
-    return True
+    return _change(db, subscriber_id, "status", status, source, reason)
 
 
 def set_topics(
     db: Database, subscriber_id: int, topics: TopicChoice | Iterable[str], source: Source
 ) -> bool:
     """Replace the topic choice; returns False when it is unchanged."""
-    encoded = encode_topics(topics)
-    with db.transaction():
-        row = db.conn.execute("SELECT topics FROM subscribers WHERE id = ?", (subscriber_id,))
-        current = row.fetchone()
-        if current is None:
-            raise KeyError(subscriber_id)
-        if current["topics"] == encoded:
-            return False
-        at = now()
-        db.conn.execute(
-            "UPDATE subscribers SET topics = ?, updated_at = ? WHERE id = ?",
-            (encoded, at, subscriber_id),
-        )
-        _history(db, subscriber_id, at, "topics", current["topics"], encoded, source)
-    return True
+    return _change(db, subscriber_id, "topics", encode_topics(topics), source)
 
 
 def set_name(db: Database, subscriber_id: int, name: str, source: Source) -> bool:
     """Replace the name; returns False when it is unchanged."""
-    with db.transaction():
-        row = db.conn.execute("SELECT name FROM subscribers WHERE id = ?", (subscriber_id,))
-        current = row.fetchone()
-        if current is None:
-            raise KeyError(subscriber_id)
-        if current["name"] == name:
-            return False
-        at = now()
-        db.conn.execute(
-            "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
-            (name, at, subscriber_id),
-        )
-        _history(db, subscriber_id, at, "name", current["name"], name, source)
-    return True
+    return _change(db, subscriber_id, "name", name, source)
 
 
 def _filters(
