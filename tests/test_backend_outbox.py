@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import (
+from tests.support.delivery import (
     ISSUE,
     check_deliveries,
     configure,

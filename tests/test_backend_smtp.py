@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 import threading
 
@@ -18,24 +17,19 @@ from newsletter.delivery.backends.smtp import SmtpBackend
 from newsletter.errors import AuthenticationError, DeliveryError
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import (
+from tests.support.delivery import (
     ISSUE,
     add_many,
     check_deliveries,
     configure,
     database,
     duplicates,
+    free_port,
     parse,
     text_part,
 )
 
 QUICK = RetryPolicy(max_attempts=3, base=0.0, maximum=0.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Recorder:

@@ -32,7 +32,7 @@ from newsletter.errors import (
 from newsletter.store import Database
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import get_by_email, set_status
-from tests.delivery_helpers import (
+from tests.support.delivery import (
     ELIGIBLE,
     ISSUE,
     ScriptedBackend,
@@ -266,7 +266,7 @@ def test_rows_left_submitting_by_a_crash_become_unknown_and_are_reported(setting
     # A crash after the claim and before the answer: rows stay `submitting`, lock held by a
     # process that no longer exists.
     from newsletter.delivery import write_plan
-    from tests.delivery_helpers import issue_summaries
+    from tests.support.delivery import issue_summaries
 
     issue, summaries = issue_summaries(settings)
     write_plan(db, settings, issue, summaries)

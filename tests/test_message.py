@@ -16,7 +16,7 @@ from newsletter.delivery.message import (
 from newsletter.errors import TokenError
 from newsletter.render import Renderer
 from newsletter.tokens import LinkSigner
-from tests.delivery_helpers import ISSUE, html_part, issue_summaries, parse, text_part
+from tests.support.delivery import ISSUE, html_part, issue_summaries, parse, text_part
 
 SECRET = "s" * 40
 

@@ -11,7 +11,7 @@ from newsletter.errors import DeliveryError
 from newsletter.render import Renderer
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import (
+from tests.support.delivery import (
     ISSUE,
     ScriptedBackend,
     add_many,

@@ -23,7 +23,8 @@ import pytest
 from newsletter.delivery.send import TEST_PAUSE_ENV, TEST_PAUSE_MARK
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import (
+from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
+from tests.support.delivery import (
     ISSUE,
     add_many,
     configure,
@@ -31,7 +32,6 @@ from tests.delivery_helpers import (
     duplicates,
     schema_problems,
 )
-from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "k" * 40

@@ -10,7 +10,7 @@ import pytest
 from newsletter.cli import sending
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import ISSUE, add_people, database
+from tests.support.delivery import ISSUE, add_people, database
 
 
 @pytest.fixture

@@ -15,13 +15,8 @@ import pytest
 from newsletter.store import subscribers as store
 from newsletter.web import create_app
 from tests.conftest import TEST_SECRET, serving
-from tests.test_email_browser import TEXT_METRICS_JS
-from tests.test_web_security import (
-    db_state,
-    footer_link,
-    point_links_at,
-    send_outbox,
-)
+from tests.support.browser import TEXT_METRICS_JS
+from tests.support.web import db_state, footer_link, point_links_at, send_outbox
 
 PHONE = {"width": 375, "height": 800}
 NAVY = "rgb(16, 42, 67)"

@@ -1,9 +1,12 @@
-"""Shared helpers of the sending tests: small-batch settings, subscribers, parsed messages, and a
-scripted backend that the send loop can be given instead of a real one (no monkeypatching)."""
+"""Shared helpers of the sending tests: small-batch settings, subscribers, parsed messages, a
+scripted backend that the send loop can be given instead of a real one (no monkeypatching), a free
+loopback port, and the check of request bodies against SendGrid's official schema."""
 
 from __future__ import annotations
 
 import email
+import functools
+import socket
 from collections import Counter
 from email import policy
 from pathlib import Path
@@ -16,6 +19,7 @@ from newsletter.delivery.backends.base import BaseBackend, Batch, BatchResult
 from newsletter.render import select_summaries
 from newsletter.store import Database, open_database
 from newsletter.store.subscribers import insert
+from tests.fake_sendgrid import default_spec_dir, load_mail_send_schema
 
 ISSUE = "2026-12"
 
@@ -123,6 +127,13 @@ def ledger_states(db: Database, issue_id: str = ISSUE) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on (until the test starts a server there)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def duplicates(addresses) -> list[str]:
     return [a for a, n in Counter(addresses).items() if n > 1]
 
@@ -191,17 +202,14 @@ def check_deliveries(settings: Settings, db: Database, received: dict[str, list[
         assert titles_in(bodies[0], settings) == expected[address], address
 
 
-_SCHEMA: list = []
+@functools.cache
+def _mail_send_schema():
+    schema = load_mail_send_schema()
+    assert schema is not None, f"SendGrid's tsg_mail_v3.json is not in {default_spec_dir()}"
+    return schema
 
 
 def schema_problems(bodies) -> list[str]:
-    """Where request bodies break SendGrid's official mail-send schema (empty when the spec file
-    is absent: `test_the_official_schema_is_available` reports that as a skip)."""
-    from tests.fake_sendgrid import load_mail_send_schema
-
-    if not _SCHEMA:
-        _SCHEMA.append(load_mail_send_schema())
-    schema = _SCHEMA[0]
-    if schema is None:
-        return []
+    """Where request bodies break SendGrid's official mail-send schema."""
+    schema = _mail_send_schema()
     return [f"{list(e.path)}: {e.message}" for body in bodies for e in schema.iter_errors(body)]
