@@ -9,7 +9,7 @@ phases:
 
 - import: `subscribers.import_csv` of that CSV, in a child process of its own;
 - plan, render, deliver: `send_issue` (what `newsletter send` runs) with the SendGrid backend
-  against `tests/fake_sendgrid.py` started as a separate process (`--record counts`), the ledger
+  against `tests/fake_sendgrid/` started as a separate process (`--record counts`), the ledger
   in the workspace's SQLite file. Suppression sync stays on, as configured (the fake's lists are
   empty: four GETs). Phase times come from the send's own `RunStats.timings`; "deliver" is the
   batch loop without rendering: claims, per-recipient values and signed links, requests, ledger.
