@@ -210,9 +210,12 @@ def _schema_problems(payload: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 def _sendgrid_rules(
     payload: dict[str, Any], known_batch_ids: set[str] | None, now: float
-) -> Iterator[tuple[str, str]]:
-    """What SendGrid refuses although the schema allows it. Each rule skips values of the wrong
-    type: the schema has reported those already."""
+) -> list[tuple[str, str]]:
+    """What SendGrid refuses although the schema allows it, as (field, message) pairs. Each rule
+    skips values of the wrong type: the schema has reported those already. Field names are built
+    only for a problem: this runs for every personalization of every request."""
+    problems: list[tuple[str, str]] = []
+    add = problems.append
     template = payload.get("template_id")
     has_template = isinstance(template, str) and template != ""
     personalizations = payload.get("personalizations")
@@ -221,21 +224,26 @@ def _sendgrid_rules(
     # Errors page, message.personalizations: "must have at least one personalization" (the spec
     # sets no minItems).
     if personalizations == []:
-        yield "personalizations", MSG_PERSONALIZATIONS_REQUIRED
-
-    yield from _recipient_rules(plist)
+        add(("personalizations", MSG_PERSONALIZATIONS_REQUIRED))
 
     message_args = payload.get("custom_args")
     message_args_size = _string_map_size(message_args) if isinstance(message_args, dict) else 0
+    seen_in_request: set[str] = set()
+    total = 0
     for i, pers in enumerate(plist):
         if isinstance(pers, dict):
-            yield from _personalization_rules(f"personalizations.{i}", pers, message_args_size, now)
+            total += _recipient_rules(add, i, pers, seen_in_request)
+            _personalization_rules(add, i, pers, message_args_size, now)
+    # Mail Send limitations: at most 1000 recipients (to + cc + bcc) per request; the spec caps
+    # only the number of personalizations and of cc and bcc each.
+    if total > MAX_RECIPIENTS:
+        add(("personalizations", MSG_RECIPIENT_LIMIT.format(n=total)))
     # Errors page, message.custom_args: message level plus personalization must stay under
     # 10,000 bytes; checked per personalization above, here when no personalization has any.
     if message_args_size >= MAX_CUSTOM_ARGS_BYTES and not any(
         isinstance(p, dict) and "custom_args" in p for p in plist
     ):
-        yield "custom_args", MSG_CUSTOM_ARGS_SIZE.format(n=message_args_size)
+        add(("custom_args", MSG_CUSTOM_ARGS_SIZE.format(n=message_args_size)))
 
     # Errors page, message.subject: a message-level subject, or one in every personalization,
     # unless a template supplies it.
@@ -245,19 +253,19 @@ def _sendgrid_rules(
             for p in plist
         )
         if not every:
-            yield "subject", MSG_SUBJECT_REQUIRED
+            add(("subject", MSG_SUBJECT_REQUIRED))
 
     # Errors page, message.content: at least one content block unless a template supplies it.
     content = payload.get("content")
     if content in (None, []) and not has_template:
-        yield "content", MSG_CONTENT_REQUIRED
+        add(("content", MSG_CONTENT_REQUIRED))
     if isinstance(content, list):
-        yield from _content_order(content)
+        _content_order(add, content)
 
     if isinstance(payload.get("headers"), dict):
-        yield from _header_rules("headers", payload["headers"])
+        _header_rules(add, "headers", payload["headers"])
     if is_int(payload.get("send_at")):
-        yield from _send_at_rule("send_at", payload["send_at"], now)
+        _send_at_rule(add, "send_at", payload["send_at"], now)
 
     # Errors page, message.batch_id: a batch id must have been created with /v3/mail/batch.
     batch_id = payload.get("batch_id")
@@ -266,71 +274,63 @@ def _sendgrid_rules(
         and known_batch_ids is not None
         and batch_id not in known_batch_ids
     ):
-        yield "batch_id", MSG_BATCH_ID.format(batch_id=batch_id)
+        add(("batch_id", MSG_BATCH_ID.format(batch_id=batch_id)))
 
     if isinstance(payload.get("attachments"), list):
-        yield from _attachment_rules(payload["attachments"])
+        _attachment_rules(add, payload["attachments"])
+    return problems
 
 
-def _recipient_rules(plist: list[Any]) -> Iterator[tuple[str, str]]:
-    seen_in_request: set[str] = set()
-    total = 0
-    for i, pers in enumerate(plist):
-        if not isinstance(pers, dict):
+def _recipient_rules(add, i: int, pers: dict[str, Any], seen_in_request: set[str]) -> int:
+    """Check the addresses of personalization ``i``; return how many it has."""
+    seen_here: set[str] = set()
+    count = 0
+    for kind in ("to", "cc", "bcc"):
+        items = pers.get(kind)
+        if not isinstance(items, list):
             continue
-        base = f"personalizations.{i}"
-        seen_here: set[str] = set()
-        for kind in ("to", "cc", "bcc"):
-            items = pers.get(kind)
-            if not isinstance(items, list):
+        # Errors page, message.personalizations.to (and .cc, .bcc): a list that is given holds
+        # at least one address (the spec sets no minItems).
+        if not items:
+            message = MSG_TO_REQUIRED if kind == "to" else MSG_LIST_REQUIRED.replace("{kind}", kind)
+            add((f"personalizations.{i}.{kind}", message))
+        count += len(items)
+        for j, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("email"), str):
                 continue
-            # Errors page, message.personalizations.to (and .cc, .bcc): a list that is given
-            # holds at least one address (the spec sets no minItems).
-            if not items:
-                message = (
-                    MSG_TO_REQUIRED if kind == "to" else MSG_LIST_REQUIRED.replace("{kind}", kind)
+            # Errors page, message.personalizations.to.name: no ";" or "," in a name.
+            name = item.get("name")
+            if isinstance(name, str) and (";" in name or "," in name):
+                add((f"personalizations.{i}.{kind}.{j}.name", MSG_NAME_CHARS.format(kind=kind)))
+            # Errors page, recipient errors: an address appears once in a personalization (to,
+            # cc and bcc together) and once in the whole request, case ignored.
+            email = item["email"]
+            key = email.lower()
+            if key in seen_here:
+                duplicate = MSG_DUPLICATE_IN_PERSONALIZATION.format(
+                    email=email, field=f"personalizations.{i}.{kind}"
                 )
-                yield f"{base}.{kind}", message
-            total += len(items)
-            for j, item in enumerate(items):
-                if not isinstance(item, dict) or not isinstance(item.get("email"), str):
-                    continue
-                field = f"{base}.{kind}.{j}"
-                # Errors page, message.personalizations.to.name: no ";" or "," in a name.
-                name = item.get("name")
-                if isinstance(name, str) and (";" in name or "," in name):
-                    yield f"{field}.name", MSG_NAME_CHARS.format(kind=kind)
-                # Errors page, recipient errors: an address appears once in a personalization
-                # (to, cc and bcc together) and once in the whole request, case ignored.
-                email = item["email"]
-                key = email.lower()
-                if key in seen_here:
-                    duplicate = MSG_DUPLICATE_IN_PERSONALIZATION.format(
-                        email=email, field=f"{base}.{kind}"
-                    )
-                    yield base, duplicate
-                elif key in seen_in_request:
-                    yield f"{field}.email", MSG_DUPLICATE_IN_REQUEST.format(email=email)
-                seen_here.add(key)
-        seen_in_request |= seen_here
-    # Mail Send limitations: at most 1000 recipients (to + cc + bcc) per request; the spec caps
-    # only the number of personalizations and of cc and bcc each.
-    if total > MAX_RECIPIENTS:
-        yield "personalizations", MSG_RECIPIENT_LIMIT.format(n=total)
+                add((f"personalizations.{i}", duplicate))
+            elif key in seen_in_request:
+                duplicate = MSG_DUPLICATE_IN_REQUEST.format(email=email)
+                add((f"personalizations.{i}.{kind}.{j}.email", duplicate))
+            seen_here.add(key)
+    seen_in_request |= seen_here
+    return count
 
 
 def _personalization_rules(
-    base: str, pers: dict[str, Any], message_args_size: int, now: float
-) -> Iterator[tuple[str, str]]:
+    add, i: int, pers: dict[str, Any], message_args_size: int, now: float
+) -> None:
     if isinstance(pers.get("headers"), dict):
-        yield from _header_rules(f"{base}.headers", pers["headers"])
+        _header_rules(add, f"personalizations.{i}.headers", pers["headers"])
     # Mail Send limitations: substitutions take at most 10,000 bytes per personalization (the
     # spec caps only the number of keys).
     substitutions = pers.get("substitutions")
     if isinstance(substitutions, dict):
         size = _string_map_size(substitutions)
         if size > MAX_SUBSTITUTION_BYTES:
-            yield f"{base}.substitutions", MSG_SUBSTITUTIONS_SIZE.format(n=size)
+            add((f"personalizations.{i}.substitutions", MSG_SUBSTITUTIONS_SIZE.format(n=size)))
     custom_args = pers.get("custom_args")
     if isinstance(custom_args, dict):
         # Errors page, message.custom_args: values are strings (the spec leaves the values of
@@ -338,32 +338,32 @@ def _personalization_rules(
         # 10,000 bytes.
         for key, value in custom_args.items():
             if not isinstance(value, str):
-                yield f"{base}.custom_args.{key}", _type_message("string", value)
+                add((f"personalizations.{i}.custom_args.{key}", _type_message("string", value)))
         size = message_args_size + _string_map_size(custom_args)
         if size >= MAX_CUSTOM_ARGS_BYTES:
-            yield f"{base}.custom_args", MSG_CUSTOM_ARGS_SIZE.format(n=size)
+            add((f"personalizations.{i}.custom_args", MSG_CUSTOM_ARGS_SIZE.format(n=size)))
     if is_int(pers.get("send_at")):
-        yield from _send_at_rule(f"{base}.send_at", pers["send_at"], now)
+        _send_at_rule(add, f"personalizations.{i}.send_at", pers["send_at"], now)
 
 
-def _header_rules(field: str, headers: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _header_rules(add, field: str, headers: dict[str, Any]) -> None:
     # Errors page, message.headers: header values are strings (the spec leaves them untyped),
     # and the reserved headers listed in the spec's description may not be set.
     for name, value in headers.items():
         if name.lower() in _RESERVED_LOWER:
-            yield f"{field}.{name}", MSG_RESERVED_HEADER
+            add((f"{field}.{name}", MSG_RESERVED_HEADER))
         elif not isinstance(value, str):
-            yield f"{field}.{name}", _type_message("string", value)
+            add((f"{field}.{name}", _type_message("string", value)))
 
 
-def _send_at_rule(field: str, send_at: int, now: float) -> Iterator[tuple[str, str]]:
+def _send_at_rule(add, field: str, send_at: int, now: float) -> None:
     # Errors page, message.send_at: a send is scheduled at most 72 hours ahead (in the spec's
     # description only).
     if send_at > now + MAX_SEND_AT_AHEAD_SECONDS:
-        yield field, MSG_SEND_AT_AHEAD
+        add((field, MSG_SEND_AT_AHEAD))
 
 
-def _content_order(content: list[Any]) -> Iterator[tuple[str, str]]:
+def _content_order(add, content: list[Any]) -> None:
     # Errors page, message.content.type: text/plain first, then text/x-amp-html, then text/html.
     highest = -1
     for i, item in enumerate(content):
@@ -372,37 +372,32 @@ def _content_order(content: list[Any]) -> Iterator[tuple[str, str]]:
             continue
         rank = _CONTENT_RANK.get(ctype.lower(), 3)
         if rank < highest:
-            yield f"content.{i}.type", MSG_CONTENT_ORDER
+            add((f"content.{i}.type", MSG_CONTENT_ORDER))
         highest = max(highest, rank)
 
 
-def _attachment_rules(attachments: list[Any]) -> Iterator[tuple[str, str]]:
+def _attachment_rules(add, attachments: list[Any]) -> None:
     for i, item in enumerate(attachments):
         if not isinstance(item, dict):
             continue
-        base = f"attachments.{i}"
         # Errors page, message.attachments.content: base64 (the spec says so only in words).
         content = item.get("content")
         if isinstance(content, str) and content:
             try:
                 base64.b64decode(content, validate=True)
             except (binascii.Error, ValueError):
-                yield f"{base}.content", MSG_ATTACHMENT_CONTENT
+                add((f"attachments.{i}.content", MSG_ATTACHMENT_CONTENT))
         # Errors page, message.attachments.content_id: required for an inline attachment.
         if item.get("disposition") == "inline" and not item.get("content_id"):
-            yield f"{base}.content_id", MSG_ATTACHMENT_CONTENT_ID
+            add((f"attachments.{i}.content_id", MSG_ATTACHMENT_CONTENT_ID))
 
 
-def _string_map_size(value: dict[Any, Any]) -> int:
+def _string_map_size(value: dict[str, Any]) -> int:
     """Size in bytes of an object's keys and values, UTF-8, as SendGrid counts it."""
-    size = 0
-    for key, item in value.items():
-        size += _utf8_len(str(key))
-        size += _utf8_len(item if isinstance(item, str) else json.dumps(item))
-    return size
-
-
-def _utf8_len(text: str) -> int:
+    # One encode for the whole object: this runs for every personalization of every request.
+    text = "".join(
+        key + (item if isinstance(item, str) else json.dumps(item)) for key, item in value.items()
+    )
     return len(text.encode("utf-8", "surrogatepass"))
 
 
