@@ -943,3 +943,32 @@ def test_schema_quirk_custom_args_is_patched():
 
 def test_schema_loader_returns_none_without_spec(tmp_path):
     assert load_mail_send_schema(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("address", ["Ana <ana@example.org>", "ana@localhost", "ana@[127.0.0.1]"])
+def test_addresses_are_read_as_sendgrid_reads_them(fake, sg, address):
+    # The schema's "email" format, checked strictly: no display name, a domain with a dot.
+    payload = base_payload()
+    payload["personalizations"][0]["to"][0]["email"] = address
+    error = http_error(lambda: sg.send(payload))
+    assert error.status_code == 400
+    assert error.to_dict["errors"] == [
+        {
+            "message": "Does not contain a valid address.",
+            "field": "personalizations.0.to.0.email",
+            "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+            "#message.personalizations.to.email",
+        }
+    ]
+    assert fake.accepted() == []
+
+
+def test_the_spec_copy_is_in_the_repository_and_can_be_overridden(monkeypatch, tmp_path):
+    monkeypatch.delenv("SENDGRID_OPENAPI_DIR", raising=False)
+    copy_dir = Path(__file__).parent / "fake_sendgrid" / "openapi"
+    assert default_spec_dir() == copy_dir
+    names = {p.name for p in copy_dir.iterdir()}
+    assert {"tsg_mail_v3.json", "tsg_suppressions_v3.json", "LICENSE.twilio-sendgrid-oai"} <= names
+    monkeypatch.setenv("SENDGRID_OPENAPI_DIR", str(tmp_path))
+    assert default_spec_dir() == tmp_path
+    assert load_mail_send_schema() is None
