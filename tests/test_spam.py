@@ -146,8 +146,8 @@ def test_every_example_message_fires_no_positive_content_rule(checked):
     }
     flagged = {path: rules for path, rules in flagged.items() if set(rules) - EXCLUDED}
     assert flagged == {}
-    # The rules did run: every message has the informational HTML rule and no other positive.
-    assert all("HTML_MESSAGE" in rules for rules in results.values())
+    # The rules did run (an empty rules folder, as a failed sa-update leaves, fires nothing).
+    assert all("HTML_MESSAGE" in rules for rules in results.values()), "no rule fired at all"
 
 
 def test_the_check_sees_hidden_text(checked):
