@@ -56,6 +56,9 @@ class SmtpSettings(Strict):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None  # the password comes from SMTP_PASSWORD
     timeout: float = 30.0
+    # PEM file of the CA certificates to trust instead of the system's (a relay with its own CA);
+    # relative to the settings file. The server's certificate and host name are always checked.
+    ca_file: Path | None = None
 
 
 class SendGridSettings(Strict):
@@ -117,6 +120,10 @@ class Settings(Strict):
             for key, value in self.paths.model_dump().items()
         }
         object.__setattr__(self, "paths", Paths(**resolved))
+        smtp = self.delivery.smtp
+        if smtp.ca_file is not None and not smtp.ca_file.is_absolute():
+            smtp = smtp.model_copy(update={"ca_file": self.base_dir / smtp.ca_file})
+            object.__setattr__(self, "delivery", self.delivery.model_copy(update={"smtp": smtp}))
         return self
 
     # Convenience views -------------------------------------------------------------------------

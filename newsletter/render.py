@@ -152,6 +152,10 @@ def mjml_to_html(source: str, template_name: str) -> str:
         keep_style_tags=True,  # media queries cannot be inlined
         remove_classes=False,
         disable_validation=True,
+        # premailer copies CSS into width/height/bgcolor/align/valign attributes, which are not
+        # valid HTML on most elements (width="100%" on a <p>); MJML already writes the ones
+        # Outlook needs, so add none.
+        disable_basic_attributes=["width", "height", "bgcolor", "align", "valign"],
         cssutils_logging_level=logging.CRITICAL,
     )
     out = inliner.transform(pretty_print=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -41,7 +43,9 @@ def test_html_over_the_size_limit(run, workspace):
     _edit(workspace / "newsletter.yaml", "max_summaries: 8", "max_summaries: 8\nmax_html_kb: 10")
     result = run("check", "2026-12")
     assert result.exit_code == 1
-    assert "2026-12 (all topics): HTML is 28 KB, over the limit of 10 KB" in result.stderr
+    assert re.search(
+        r"2026-12 \(all topics\): HTML is \d\d KB, over the limit of 10 KB", result.stderr
+    )
 
 
 def test_missing_disclaimer(run, workspace):
@@ -83,7 +87,7 @@ def test_missing_unsubscribe_or_preferences_link(run, workspace, template, old, 
     [
         ("issue.txt.j2", "WHY IT MATTERS", "{% raw %}{{ why }}{% endraw %}", "'{{'"),
         ("issue.txt.j2", "LIMITATIONS", "{% raw %}{% if x %}{% endraw %}", "'{%'"),
-        ("issue.mjml.j2", "<h3>Limitations</h3>", '<mj-image src="x" />', "'<mj-'"),
+        ("issue.mjml.j2", "<h4>Limitations</h4>", '<mj-image src="x" />', "'<mj-'"),
     ],
 )
 def test_anything_left_unrendered(run, workspace, template, old, new, marker):

@@ -1,5 +1,7 @@
 """The email and the preview page in a real browser (Playwright driving Debian's Chromium).
 
+The email is checked in the light and the dark colour scheme (`prefers-color-scheme`, as Apple
+Mail and iOS Mail apply it), and with Outlook.com's dark-mode attributes, at 375 and 600 px.
 Set SCREENSHOTS_DIR=docs/screenshots to refresh the screenshots README shows.
 """
 
@@ -17,6 +19,30 @@ from tests.conftest import serving
 from tests.support.browser import TEXT_METRICS_JS
 
 WIDTHS = {"phone": 375, "desktop": 600}
+SCHEMES = ("light", "dark")
+
+# The background behind the summaries (the first card) and behind them (the email's wrapper,
+# which is all there is of the page when a webmail shows the email inside its own).
+BACKGROUNDS_JS = """
+() => ['.nl-card', '.nl-body'].map(
+  sel => getComputedStyle(document.querySelector(sel)).backgroundColor)
+"""
+# Outlook.com's dark mode ignores prefers-color-scheme; it marks the elements it recolours with
+# data-ogsc (text colour) and data-ogsb (background), which the email's CSS keys on.
+OUTLOOK_DARK_JS = """
+() => { document.body.setAttribute('data-ogsc', ''); document.body.setAttribute('data-ogsb', ''); }
+"""
+
+
+def luminance(css_color: str) -> float:
+    """WCAG relative luminance of an `rgb(r, g, b)` colour."""
+    r, g, b = (int(v) / 255 for v in css_color[css_color.index("(") + 1 : -1].split(",")[:3])
+
+    def f(v: float) -> float:
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
+
 
 
 @pytest.fixture
@@ -34,10 +60,19 @@ def screenshots(tmp_path) -> Path:
     return folder
 
 
+def open_email(browser, html: str, device: str, scheme: str):
+    page = browser.new_page(viewport={"width": WIDTHS[device], "height": 900})
+    page.emulate_media(color_scheme=scheme)
+    page.set_content(html, wait_until="load")
+    return page
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("device", WIDTHS)
-def test_no_horizontal_scrolling_and_screenshot(browser, email_html, screenshots, device):
+def test_no_horizontal_scrolling_and_screenshot(browser, email_html, screenshots, device, scheme):
     width = WIDTHS[device]
     page = browser.new_page(viewport={"width": width, "height": 900})
+    page.emulate_media(color_scheme=scheme)
     # Block every request: an email must not fetch anything from elsewhere.
     fetched = []
     page.route("**/*", lambda route: (fetched.append(route.request.url), route.abort()))
@@ -45,23 +80,45 @@ def test_no_horizontal_scrolling_and_screenshot(browser, email_html, screenshots
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= width
     assert fetched == []
-    shot = screenshots / f"email-{device}.png"
+    name = f"email-{device}.png" if scheme == "light" else f"email-{scheme}-{device}.png"
+    shot = screenshots / name
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     page.close()
 
 
-@pytest.mark.parametrize("device", WIDTHS)
-def test_text_size_and_contrast(browser, email_html, device):
-    page = browser.new_page(viewport={"width": WIDTHS[device], "height": 900})
-    page.set_content(email_html, wait_until="load")
+def check_text(page) -> None:
     metrics = page.evaluate(TEXT_METRICS_JS)
-    page.close()
     assert len(metrics) > 30
     small = [m for m in metrics if m["size"] < 16]
     assert small == []
     low = [m for m in metrics if m["contrast"] < 4.5]
     assert low == []
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("device", WIDTHS)
+def test_text_size_and_contrast(browser, email_html, device, scheme):
+    page = open_email(browser, email_html, device, scheme)
+    check_text(page)
+    # The scheme took effect: light cards on a light page, or dark on dark.
+    card, body = (luminance(c) for c in page.evaluate(BACKGROUNDS_JS))
+    page.close()
+    if scheme == "light":
+        assert card == 1.0 and body > 0.8
+    else:
+        assert card < 0.02 and body < 0.02
+
+
+@pytest.mark.parametrize("device", WIDTHS)
+def test_outlook_com_dark_mode(browser, email_html, device):
+    page = open_email(browser, email_html, device, "light")
+    assert luminance(page.evaluate(BACKGROUNDS_JS)[0]) == 1.0
+    page.evaluate(OUTLOOK_DARK_JS)
+    check_text(page)
+    card, body = (luminance(c) for c in page.evaluate(BACKGROUNDS_JS))
+    page.close()
+    assert card < 0.02 and body < 0.02
 
 
 @pytest.fixture
@@ -82,7 +139,8 @@ def test_preview_page_per_topic_choice(browser, preview_server, screenshots):
     assert page.locator("#selection").inner_text().startswith("1 of 8 summaries")
     for frame_id, width in (("#desktop", 640), ("#phone", 375)):
         frame = page.frame_locator(frame_id)
-        assert "MS risk variants" in frame.locator("h1").inner_text()
+        featured = frame.get_by_role("heading", level=3).first  # the first summary's title
+        assert "MS risk variants" in featured.inner_text()
         assert page.locator(frame_id).get_attribute("width") == str(width)
     text = page.locator("#text").inner_text()
     assert "MS risk variants leave marks on DNA" in text

@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import lxml.html
 import pytest
 
 from newsletter.content import load_issue, load_summaries, resolve_summaries
@@ -105,9 +106,12 @@ def test_first_summary_in_full_the_rest_as_cards(settings, issue, summaries):
         if other not in chosen:
             assert other.title not in text
             assert other.title not in html_text
-    # "Read the full summary" for the first; "Read more" for each card; original paper link.
+    # "Read the full summary" for the first; each card's title is its link; original paper link.
     assert "Read the full summary" in email.html
-    assert email.html.count(">Read more<") == len(rest)
+    links = {a.text_content(): a.get("href") for a in lxml.html.fromstring(email.html).iter("a")}
+    for card in rest:
+        assert links[card.title].startswith(str(card.url))
+    assert "Read more" not in html_text
     with_paper = next(s for s in chosen if s.source_url)
     shown_first = Renderer(settings).render(issue, [with_paper, first])
     assert str(with_paper.source_url) in shown_first.html
@@ -203,12 +207,13 @@ def test_document_language_title_and_preheader(email, issue):
 
 def test_real_headings(email, summaries):
     page = Page(email.html)
-    headings = {tag: [t for tg, t in page.text if tg == tag] for tag in ("h1", "h2", "h3")}
-    assert headings["h1"] == [summaries[0].title]
-    assert "More research this month" in headings["h2"]
-    assert "About this research" in headings["h2"]
-    for card in summaries[1:]:
-        assert card.title in headings["h3"]
+    headings = {tag: [t for tg, t in page.text if tg == tag] for tag in ("h1", "h2", "h3", "h4")}
+    assert headings["h1"] == ["MS Research Monthly · December 2026"]
+    assert headings["h2"] == ["Featured study", "More research this month", "About this research"]
+    # Card titles are links, so their text sits in an <a> inside the <h3>.
+    card_titles = [t for tg, t in page.text if tg == "a" and t in {s.title for s in summaries}]
+    assert headings["h3"] + card_titles == [s.title for s in summaries]
+    assert headings["h4"] == ["What the study found", "Why it matters", "Limitations"]
 
 
 def test_body_text_is_at_least_16px(email):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 
 from ..config import Settings
 from ..render import RenderedEmail, fill, substitutions, topics_phrase
@@ -81,6 +81,14 @@ def message_id(settings: Settings, issue_id: str, subscriber_id: int | None) -> 
     return f"<newsletter.{safe_issue}.{subscriber_id}@{domain}>"
 
 
+def list_id(settings: Settings) -> str:
+    """The List-Id header (RFC 2919): the newsletter's name, and a label under the sender's domain
+    that stays the same from issue to issue, so that readers' filters and rules keep working."""
+    label = re.sub(r"[^a-z0-9]+", "-", settings.name.lower()).strip("-") or "newsletter"
+    domain = settings.sender.email.rsplit("@", 1)[1].lower().encode("idna").decode("ascii")
+    return formataddr((one_line(settings.name), f"{label}.{domain}"))
+
+
 def build_message(
     settings: Settings,
     email: RenderedEmail,
@@ -102,6 +110,7 @@ def build_message(
     msg["Subject"] = one_line(subject if subject is not None else email.subject)
     msg["List-Unsubscribe"] = f"<{one_line(recipient.unsubscribe_url)}>"
     msg["List-Unsubscribe-Post"] = LIST_UNSUBSCRIBE_POST
+    msg["List-Id"] = list_id(settings)
     msg.set_content(fill(email.text, subs))
     msg.add_alternative(fill(email.html, subs), subtype="html")
     for part in msg.iter_parts():

@@ -24,7 +24,7 @@ import sendgrid
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
 from ...render import substitutions
-from ..message import one_line
+from ..message import list_id, one_line
 from .base import (
     LIST_UNSUBSCRIBE_POST,
     BaseBackend,
@@ -167,6 +167,7 @@ class SendGridBackend(BaseBackend):
                 {"type": "text/html", "value": batch.email.html},
             ],
             "categories": ["newsletter-proof" if batch.proof else "newsletter", batch.issue_id],
+            "headers": {"List-Id": list_id(s)},  # the same for every recipient
             # Our own List-Unsubscribe headers and footer links stand; SendGrid adds none.
             "tracking_settings": {"subscription_tracking": {"enable": False}},
         }

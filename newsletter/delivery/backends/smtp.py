@@ -12,9 +12,10 @@ import contextlib
 import os
 import smtplib
 import ssl
+from pathlib import Path
 
 from ...config import Settings
-from ...errors import AuthenticationError, DeliveryError, PayloadRejected
+from ...errors import AuthenticationError, ConfigError, DeliveryError, PayloadRejected
 from ..message import batch_messages, message_bytes
 from .base import BaseBackend, Batch, BatchResult, OutcomeUnknown, SendRefused, TemporaryFailure
 
@@ -32,6 +33,22 @@ class _Dropped(Exception):
 def _reply(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     return f"{code} {' '.join(text.split())}"
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client context that verifies the server's certificate and checks its host name against
+    `delivery.smtp.host`: against the CAs in `ca_file` only when it is set, else the system's."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except FileNotFoundError:
+        raise ConfigError(f"delivery.smtp.ca_file: {ca_file} does not exist") from None
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ConfigError(
+            f"delivery.smtp.ca_file: {ca_file} holds no usable CA certificate (PEM): {reason}"
+        ) from None
 
 
 class SmtpBackend(BaseBackend):
@@ -54,7 +71,7 @@ class SmtpBackend(BaseBackend):
                 f"SMTP_PASSWORD is not set: the SMTP server {self.config.host} needs a password "
                 f"for user {self.config.username}"
             )
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or tls_context(self.config.ca_file)
         self.conn: smtplib.SMTP | None = None
         self.connections = 0  # how many times we connected (tests check the reuse)
 
@@ -88,6 +105,13 @@ class SmtpBackend(BaseBackend):
         except smtplib.SMTPNotSupportedError:
             raise AuthenticationError(
                 f"the SMTP server {where} offers no login (AUTH); check the security setting"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            trust = f"the CAs in {c.ca_file}" if c.ca_file else "the system's CAs"
+            hint = "" if c.ca_file else "; for a private CA, set delivery.smtp.ca_file"
+            raise SendRefused(
+                f"TLS with the SMTP server {where} failed: its certificate did not verify "
+                f"({exc.verify_message.rstrip('.')}; checked against {trust}){hint}"
             ) from None
         except ssl.SSLError as exc:
             raise SendRefused(f"TLS with the SMTP server {where} failed: {exc}") from None
