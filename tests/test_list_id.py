@@ -14,8 +14,8 @@ from newsletter.config import Settings
 from newsletter.delivery.message import Personalizer, build_message, list_id, message_bytes
 from newsletter.render import Renderer
 from newsletter.tokens import LinkSigner
-from tests.delivery_helpers import ISSUE, configure, issue_summaries
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
+from tests.support.delivery import ISSUE, configure, issue_summaries
 
 EXAMPLE_LIST_ID = "MS Research Monthly <ms-research-monthly.ms-research.example.org>"
 # RFC 2919: list-id = [phrase] "<" list-label "." list-id-namespace ">"
