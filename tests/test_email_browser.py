@@ -44,7 +44,6 @@ def luminance(css_color: str) -> float:
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
 
 
-
 @pytest.fixture
 def email_html(settings):
     issue = load_issue(settings, "2026-12")
