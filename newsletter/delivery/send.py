@@ -759,9 +759,12 @@ def _sandbox_send(
 
 
 def check_proof_address(address: str) -> str:
-    """The normalised address, or DeliveryError naming what is wrong with it."""
+    """The address as it goes on the wire, or DeliveryError naming what is wrong with it.
+
+    The list's rule (`subscribers.check_address`): the domain in its ASCII form, no non-ASCII
+    local part; the local part keeps its case, since a proof is not stored."""
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError as exc:
         raise DeliveryError(f"proof address {address!r} is not an email address: {exc}") from None
 
