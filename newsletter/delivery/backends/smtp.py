@@ -15,7 +15,7 @@ import ssl
 
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
-from ..message import batch_messages, message_bytes
+from ..message import batch_messages
 from .base import BaseBackend, Batch, BatchResult, OutcomeUnknown, SendRefused, TemporaryFailure
 
 RECONNECTS_PER_MESSAGE = 2  # a server that drops us again at once is down: retry the batch later
@@ -118,8 +118,7 @@ class SmtpBackend(BaseBackend):
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
         sender = self.settings.sender.email
-        for key, recipient, msg in batch_messages(self.settings, batch, result):
-            data = message_bytes(msg)
+        for key, recipient, msg, data in batch_messages(self.settings, batch, result):
             for attempt in range(RECONNECTS_PER_MESSAGE + 1):
                 conn = self._connection()
                 try:
