@@ -8,17 +8,35 @@ still cope with what an older database holds.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 from aiosmtpd.controller import Controller
 
 from newsletter.delivery import RetryPolicy, send_issue
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
-from tests.delivery_helpers import ISSUE, configure, database, ledger_states, parse, text_part
+from tests.delivery_helpers import (
+    ISSUE,
+    configure,
+    database,
+    duplicates,
+    ledger_states,
+    parse,
+    text_part,
+)
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 from tests.test_backend_smtp import Recorder, free_port
 
 QUICK = RetryPolicy(max_attempts=2, base=0.0, maximum=0.0)
+REPO = Path(__file__).resolve().parent.parent
+WAIT = 60  # a safety net for a broken test, never a means of synchronisation
 NON_ASCII = ["ü@example.org", "user@bücher.example"]  # as stored before the address rule
 FINE = [f"reader{i}@example.org" for i in range(6)]
 
@@ -177,3 +195,66 @@ def test_a_sender_address_that_cannot_be_written_stops_the_send_failing_nobody(
     )
     assert store.counts(database(settings), ISSUE) == {"pending": 3}
     assert fake.recipients() == [] and not settings.paths.outbox.exists()
+
+
+# Interrupted in the middle of a batch -----------------------------------------------------------
+
+
+class HoldingRecorder(Recorder):
+    """Keeps the answer to the Nth message's DATA until `release` is set."""
+
+    def __init__(self, hold_at: int):
+        super().__init__()
+        self.hold_at = hold_at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.datas + 1 == self.hold_at:
+            self.reached.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, WAIT)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_ctrl_c_during_an_smtp_send_leaves_only_the_message_in_flight_unknown(workspace):
+    """Interrupted while the server holds the answer to the 2nd message of a batch of 3: that
+    one may have been taken (unknown), the 3rd was never tried (pending), and the next send
+    sends it and the rest, never the unknown one."""
+    handler = HoldingRecorder(hold_at=2)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = configure(
+            workspace, backend="smtp", batch_size=3,
+            smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": WAIT},
+        )  # fmt: skip
+        db = database(settings)
+        for address in FINE[:5]:
+            insert(db, address, topics="all")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        env.update(NEWSLETTER_SECRET_KEY="k" * 40, PYTHONPATH=str(REPO))
+        command = [sys.executable, "-c", "from newsletter.cli import main; main()",
+                   "send", ISSUE, "--yes"]  # fmt: skip
+        process = subprocess.Popen(command, cwd=workspace, env=env, stderr=subprocess.PIPE)
+        assert handler.reached.wait(WAIT), "the send never reached the second message"
+
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=WAIT)
+        handler.release.set()
+
+        assert process.returncode == 130
+        assert process.stderr.read().decode().splitlines()[-1] == "interrupted"
+        assert ledger_states(db) == {
+            FINE[0]: "sent", FINE[1]: "unknown", FINE[2]: "pending",
+            FINE[3]: "pending", FINE[4]: "pending",
+        }  # fmt: skip
+        again = subprocess.run(command, cwd=workspace, env=env, capture_output=True, timeout=WAIT)
+        assert again.returncode == 0, again.stderr
+        assert ledger_states(db) == {**dict.fromkeys(FINE[:5], "sent"), FINE[1]: "unknown"}
+        # Nobody twice; everybody but the unknown one (whom the server may or may not keep).
+        assert duplicates(handler.addresses()) == []
+        assert set(handler.addresses()) | {FINE[1]} == set(FINE[:5])
+    finally:
+        handler.release.set()
+        controller.stop()

@@ -244,7 +244,12 @@ def deliver_with_retries(
             outcome.error = exc
         except BaseException as exc:  # an interrupt or a bug, maybe mid-request: not resent
             reason = INTERRUPTED_REASON.format(type(exc).__name__)
-            outcome.unknown.update(dict.fromkeys(_absorb(outcome, result, remaining), reason))
+            rest = _absorb(outcome, result, remaining)
+            if result.in_flight is not None:  # the backend says which may have gone out
+                flying = set(result.in_flight)
+                outcome.pending = [k for k in rest if k not in flying]
+                rest = [k for k in rest if k in flying]
+            outcome.unknown.update(dict.fromkeys(rest, reason))
             outcome.error = exc
         else:
             missing = _absorb(outcome, result, remaining)  # a backend bug; never guess "sent"

@@ -39,7 +39,9 @@ class OutboxBackend(BaseBackend):
         return base / f"{recipient.subscriber_id}.eml"
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
+        result.in_flight = []
         for key, recipient, _msg, data in batch_messages(self.settings, batch, result):
+            result.in_flight = [key]
             path = self.path_for(batch, recipient)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,3 +52,4 @@ class OutboxBackend(BaseBackend):
                 # Nothing half-written counts as sent; a full disk is not worth retrying.
                 raise SendRefused(f"cannot write {path}: {exc.strerror or exc}") from None
             result.sent[key] = path.name
+            result.in_flight = []

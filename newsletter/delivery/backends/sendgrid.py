@@ -250,11 +250,12 @@ class SendGridBackend(BaseBackend):
                 result.failed[_key(r)] = f"cannot send to {r.email!r}: {exc}"
                 continue
             recipients.append(r)
+        result.in_flight = []
         while recipients:
+            body = self.payload(batch.only(recipients))
+            result.in_flight = [_key(r) for r in recipients]
             try:
-                response = self._post(
-                    self.client.client.mail.send, self.payload(batch.only(recipients))
-                )
+                response = self._post(self.client.client.mail.send, body)
             except RecipientsRefused as exc:
                 # Nothing was accepted: fail those named, send the request again without them.
                 for index, reason in exc.refused.items():
@@ -266,7 +267,8 @@ class SendGridBackend(BaseBackend):
                 message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
             for r in recipients:
                 result.sent[_key(r)] = message_id
-            return
+            break
+        result.in_flight = []
 
     def create_schedule_id(self) -> str:
         """A new SendGrid batch id, so a scheduled send can be paused or cancelled as one."""
