@@ -182,6 +182,19 @@ def test_sendgrid_is_given_the_names_as_typed(workspace, monkeypatch):
     assert payload["from"]["name"] == LOOKS_ENCODED
 
 
+def test_a_subject_that_looks_like_an_encoded_word_reaches_the_reader_as_typed(workspace, run):
+    subject = f"Tips {LOOKS_ENCODED} for December"
+    set_subject(workspace, subject)
+    assert run("subscribers", "add", "ana@example.org").exit_code == 0
+
+    assert run("send", ISSUE, "--yes").exit_code == 0
+
+    [raw] = outbox_files(load_settings(workspace / "newsletter.yaml")).values()
+    assert parse(raw)["Subject"] == subject
+    assert b"victim@evil.example" not in raw
+    assert folding_problems(raw) == []
+
+
 # Folding (D5) ---------------------------------------------------------------------------------
 
 

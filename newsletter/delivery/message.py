@@ -161,7 +161,11 @@ def build_message(
     if settings.reply_to:
         msg.set_raw("Reply-To", mailbox("Reply-To", "", str(settings.reply_to)))
     msg.set_raw("To", mailbox("To", recipient.name, recipient.email))
-    msg["Subject"] = one_line(subject if subject is not None else email.subject)
+    subject = one_line(subject if subject is not None else email.subject)
+    if "=?" in subject:  # the email package would decode it (see `mailbox`): encode it whole
+        msg.set_raw("Subject", Header(subject, "utf-8", HEADER_WIDTH, "Subject").encode("\r\n"))
+    else:
+        msg["Subject"] = subject
     msg.set_raw("List-Unsubscribe", f"<{one_line(recipient.unsubscribe_url)}>")
     msg["List-Unsubscribe-Post"] = LIST_UNSUBSCRIBE_POST
     msg.set_content(fill(email.text, subs))
