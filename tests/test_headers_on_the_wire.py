@@ -217,6 +217,8 @@ def test_long_names_never_write_a_header_line_over_998_octets(workspace, run):
     # The longest name the list takes, in letters that must be encoded...
     longest = "Ö" * 100
     assert run("subscribers", "add", "max@example.org", "--name", longest).exit_code == 0
+    plain = ("Dimitrios Papadopoulos, " * 5)[:100].strip()  # stays readable as it is
+    assert run("subscribers", "add", "plain@example.org", "--name", plain).exit_code == 0
     # ...and one stored before names were limited, without a space to fold at.
     settings = load_settings(workspace / "newsletter.yaml")
     old = "x" * 1200
@@ -230,3 +232,5 @@ def test_long_names_never_write_a_header_line_over_998_octets(workspace, run):
     sender = ("Forschung zur Multiplen Sklerose – " + "ä" * 70, settings.sender.email)
     assert_reads_as(files["max@example.org"], longest, "max@example.org", *sender)
     assert_reads_as(files["old@example.org"], old, "old@example.org", *sender)
+    assert_reads_as(files["plain@example.org"], plain, "plain@example.org", *sender)
+    assert f'\r\nTo: "{plain}"\r\n <plain@example.org>\r\n'.encode() in files["plain@example.org"]

@@ -33,9 +33,10 @@ NAME_FALLBACK = "reader"  # "Hello reader," when a subscriber gave no name
 BUILD_POLICY = policy.SMTP
 WRITE_POLICY = policy.SMTP.clone(max_line_length=76, refold_source="none")
 HEADER_WIDTH = 76
-# A name this short in printable ASCII, without anything that looks like an encoded word, is
-# written as it is (quoted when it needs to be); any other is encoded.
-PLAIN_NAME_MAX = 60
+# A name in printable ASCII up to the list's name limit, without anything that looks like an
+# encoded word, is written as it is (quoted when it needs to be): its line may pass 78 columns
+# (RFC 5322's SHOULD) but stays far below the 998 it MUST. Any other name is encoded.
+PLAIN_NAME_MAX = 100
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
