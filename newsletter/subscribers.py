@@ -41,6 +41,7 @@ NOT_SUBSCRIBED = tuple(s for s in STATUSES if s != SUBSCRIBED)
 HEADER = ",".join(CSV_COLUMNS)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME = 100  # characters; a longer name is refused at every entry point
 
 
 # Addresses, names, topics, statuses ------------------------------------------------------------
@@ -49,19 +50,23 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_address(text: str) -> tuple[str | None, str | None]:
     """(normalised address, None) when valid, else (None, why): syntax only, no DNS.
 
-    Same verdict as email-validator's `validate_email`, faster for lists: see `_fast_address`.
+    The one rule for every address the list takes in (import, `add`, proofs): what is stored is
+    what goes on the wire. An internationalised domain is stored in its ASCII (IDNA, `xn--`)
+    form, the form every backend writes and SendGrid's suppression lists report; a non-ASCII
+    local part is refused, because delivering to it needs SMTPUTF8 end to end, which none of the
+    backends offers (SendGrid's API refuses such addresses). Same verdict as email-validator's
+    `validate_email` with `allow_smtputf8=False`, faster for lists: see `_fast_address`.
     """
     text = text.strip()
     fast = _fast_address(text)
     if fast is not None:
         return fast, None
     try:
-        valid = validate_email(text, check_deliverability=False)
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         return None, str(exc)
-    # email-validator lower-cases the domain and NFC-normalises; the store compares whole
-    # addresses case-insensitively, so the local part is lower-cased too.
-    return store.normalise_email(valid.normalized), None
+    # The store compares whole addresses case-insensitively: the local part is lower-cased too.
+    return store.normalise_email(valid.ascii_email), None
 
 
 # Plain ASCII addresses: a dot-atom local part (RFC 5322 atext, as email-validator's DOT_ATOM_TEXT)
@@ -79,7 +84,7 @@ def _fast_address(text: str) -> str | None:
     email-validator spends most of its time checking the domain, character by character, and a
     list has few distinct domains: a domain's verdict is cached (from validating `a@domain`).
     Only addresses whose every check is then known are answered here: an ASCII dot-atom local
-    part (valid as it is), a cached valid domain that normalises to its lower case, and a length
+    part (valid as it is), a cached valid domain whose ASCII form is its lower case, and a length
     within the limits (the same in every form for ASCII). Everything else, and every error
     message, comes from `validate_email` itself.
     """
@@ -94,12 +99,12 @@ def _fast_address(text: str) -> str | None:
 
 @lru_cache(maxsize=16384)
 def _domain_verdict(domain: str) -> str | None:
-    """The domain's normalised form when email-validator accepts it unchanged but for case."""
+    """The domain's ASCII form when email-validator accepts it unchanged but for case."""
     try:
-        valid = validate_email("a@" + domain, check_deliverability=False)
+        valid = validate_email("a@" + domain, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
         return None
-    return valid.domain if valid.domain == domain.lower() else None
+    return valid.ascii_domain if valid.ascii_domain == domain.lower() else None
 
 
 def normalise_address(text: str) -> str:
@@ -111,12 +116,23 @@ def normalise_address(text: str) -> str:
 
 
 def check_name(name: str) -> str:
-    """The name without surrounding spaces; SubscriberError if it has a line break or control character."""
+    """The name without surrounding spaces; SubscriberError if it has a line break or control
+    character, or is longer than MAX_NAME characters (a name goes into every email's `To:`)."""
     if "\r" in name or "\n" in name:
-        raise SubscriberError(f"name {name!r} contains a line break")
+        raise SubscriberError(f"name {_shown(name)} contains a line break")
     if _CONTROL.search(name):
-        raise SubscriberError(f"name {name!r} contains a control character")
-    return name.strip()
+        raise SubscriberError(f"name {_shown(name)} contains a control character")
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise SubscriberError(
+            f"name {_shown(name)} is {len(name)} characters long; at most {MAX_NAME} are allowed"
+        )
+    return name
+
+
+def _shown(name: str, width: int = 30) -> str:
+    """The name as an error message shows it: quoted, cut short when long."""
+    return repr(name if len(name) <= MAX_NAME else name[:width] + "…")
 
 
 def parse_topics(text: str | Iterable[str], known: Iterable[str]) -> TopicChoice:

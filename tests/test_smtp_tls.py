@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from newsletter.delivery.message import list_id
 from newsletter.store import ledger as store
-from tests.delivery_helpers import ISSUE, configure, database
+from tests.support.delivery import ISSUE, configure, database
 from tests.test_backend_smtp import Recorder, free_port
 
 EXAMPLE_ELIGIBLE = 20  # subscribers.example.csv: 25 rows, 5 not on the list

@@ -1,7 +1,8 @@
 """Per-recipient parts: placeholder values (name, topics, signed links) and RFC 5322 messages.
 
 A segment is rendered once; what differs per recipient is filled in here. Header values are
-single-lined before use, so a subject or a name holding CR/LF can never inject a header.
+single-lined before use, so a subject or a name holding CR/LF can never inject a header; names
+are written so that a mail client decodes exactly the stored text (see `mailbox`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from email import policy
-from email.headerregistry import Address
+from email.errors import MessageError
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
@@ -18,15 +20,23 @@ from ..config import Settings
 from ..render import RenderedEmail, fill, substitutions, topics_phrase
 from ..store.subscribers import TopicChoice
 from ..tokens import LinkSigner, preferences_url, unsubscribe_url
-from .backends.base import LIST_UNSUBSCRIBE_POST, Batch, BatchResult, Recipient
+from .backends.base import LIST_UNSUBSCRIBE_POST, Batch, BatchResult, Recipient, SendRefused
 
 NAME_FALLBACK = "reader"  # "Hello reader," when a subscriber gave no name
 
-# Bodies are encoded at the usual 78 columns; headers are written unfolded up to RFC 5322's
-# 998-character limit, because Python folds a long List-Unsubscribe URL into RFC 2047 encoded
-# words, which mail providers then fail to read as a one-click unsubscribe target.
+# Bodies are encoded at the usual 78 columns. Headers are folded at 76: RFC 2047 allows encoded
+# words of at most 75 characters, on lines of at most 76. The headers written as they are
+# (`set_raw`: From, To, Reply-To, List-Unsubscribe) are left alone (`refold_source="none"`):
+# Python would fold a long List-Unsubscribe URL into encoded words, which mail providers then
+# fail to read as a one-click unsubscribe target, and the address headers are folded by
+# `mailbox` itself.
 BUILD_POLICY = policy.SMTP
-WRITE_POLICY = policy.SMTP.clone(max_line_length=998)
+WRITE_POLICY = policy.SMTP.clone(max_line_length=76, refold_source="none")
+HEADER_WIDTH = 76
+# A name in printable ASCII up to the list's name limit, without anything that looks like an
+# encoded word, is written as it is (quoted when it needs to be): its line may pass 78 columns
+# (RFC 5322's SHOULD) but stays far below the 998 it MUST. Any other name is encoded.
+PLAIN_NAME_MAX = 100
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -35,6 +45,59 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 def one_line(value: str) -> str:
     """A header-safe value: line breaks become spaces, other control characters go."""
     return " ".join(_CONTROL.sub("", _LINE_BREAKS.sub(" ", value)).split())
+
+
+def wire_address(address: str) -> str:
+    """The address as headers and the SMTP envelope carry it; ValueError when it cannot be
+    written without SMTPUTF8, which no backend here uses (an address stored before the list's
+    address rule, `subscribers.check_address`, which keeps such addresses out)."""
+    if address.isascii() and address.isprintable() and " " not in address:
+        return address
+    raise ValueError(
+        "non-ASCII characters in an address cannot be sent without SMTPUTF8; the list no longer "
+        "takes such addresses (a domain is stored in its ASCII xn-- form, a non-ASCII part "
+        "before the @ is refused): replace or remove this one"
+    )
+
+
+def mailbox(field: str, name: str, address: str) -> str:
+    """The value of an address header (From, To) for one mailbox, folded, to write as it is.
+
+    The email package's own `Address` header cannot be trusted with names (CPython 3.11): it
+    parses the name back, decoding anything that looks like an RFC 2047 encoded word, so a name
+    `=?utf-8?b?QmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?=` would reach readers as
+    `Bcc: victim@evil.example`; and it writes a long name without spaces on one line of any
+    length. So a plain name is written as a phrase (`formataddr` quotes it when needed), and any
+    other is encoded whole as encoded words by `email.header.Header`, which clients decode to
+    exactly the stored text.
+    """
+    address = wire_address(address)
+    name = one_line(name)
+    if not name:
+        return address
+    if name.isascii() and "=?" not in name and len(name) <= PLAIN_NAME_MAX:
+        phrase = formataddr((name, address)).removesuffix(f" <{address}>")
+    else:
+        phrase = Header(name, "utf-8", HEADER_WIDTH, field).encode(linesep="\r\n")
+    last = phrase.rsplit("\n", 1)[-1] if "\n" in phrase else f"{field}: {phrase}"
+    if len(last) + len(address) + 3 > HEADER_WIDTH:
+        return f"{phrase}\r\n <{address}>"
+    return f"{phrase} <{address}>"
+
+
+def check_sender(settings: Settings) -> None:
+    """SendRefused when the sender or reply-to address cannot be written: that is the settings'
+    problem, not any one recipient's, so nothing is sent."""
+    addresses = {"sender.email": settings.sender.email, "reply_to": settings.reply_to}
+    for setting, address in addresses.items():
+        if address:
+            try:
+                wire_address(str(address))
+            except ValueError:
+                raise SendRefused(
+                    f"{setting} {str(address)!r} in the settings has non-ASCII characters, which "
+                    "cannot be sent without SMTPUTF8: write the domain in its ASCII (xn--) form"
+                ) from None
 
 
 class Personalizer:
@@ -103,12 +166,16 @@ def build_message(
     msg = EmailMessage(policy=BUILD_POLICY)
     msg["Message-ID"] = message_id(settings, issue_id, recipient.subscriber_id)
     msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
-    msg["From"] = Address(one_line(settings.sender.name), addr_spec=settings.sender.email)
+    msg.set_raw("From", mailbox("From", settings.sender.name, settings.sender.email))
     if settings.reply_to:
-        msg["Reply-To"] = Address(addr_spec=str(settings.reply_to))
-    msg["To"] = Address(one_line(recipient.name), addr_spec=one_line(recipient.email))
-    msg["Subject"] = one_line(subject if subject is not None else email.subject)
-    msg["List-Unsubscribe"] = f"<{one_line(recipient.unsubscribe_url)}>"
+        msg.set_raw("Reply-To", mailbox("Reply-To", "", str(settings.reply_to)))
+    msg.set_raw("To", mailbox("To", recipient.name, recipient.email))
+    subject = one_line(subject if subject is not None else email.subject)
+    if "=?" in subject:  # the email package would decode it (see `mailbox`): encode it whole
+        msg.set_raw("Subject", Header(subject, "utf-8", HEADER_WIDTH, "Subject").encode("\r\n"))
+    else:
+        msg["Subject"] = subject
+    msg.set_raw("List-Unsubscribe", f"<{one_line(recipient.unsubscribe_url)}>")
     msg["List-Unsubscribe-Post"] = LIST_UNSUBSCRIBE_POST
     msg["List-Id"] = list_id(settings)
     msg.set_content(fill(email.text, subs))
@@ -119,7 +186,8 @@ def build_message(
 
 
 def message_bytes(msg: EmailMessage) -> bytes:
-    """The message as sent and stored: CRLF line ends, headers unfolded (see WRITE_POLICY)."""
+    """The message as sent and stored: CRLF line ends, headers folded per RFC 2047 and the
+    raw ones as they are (see WRITE_POLICY)."""
     return msg.as_bytes(policy=WRITE_POLICY)
 
 
@@ -129,16 +197,20 @@ def proof_recipients(settings: Settings, addresses: Iterable[str], values: dict)
 
 
 def batch_messages(settings: Settings, batch: Batch, result: BatchResult):
-    """(ledger key, recipient, message) for each recipient of a batch, for the backends that
-    send one message per recipient; one whose message cannot be built is recorded as failed in
-    `result` and left out."""
+    """(ledger key, recipient, message, its bytes) for each recipient of a batch, for the
+    backends that send one message per recipient. A recipient whose message cannot be built or
+    written (an address that cannot be encoded...) is recorded as failed in `result` and left
+    out: one recipient's problem never stops the others. SendRefused when the sender cannot be
+    written."""
+    check_sender(settings)
     for recipient in batch.recipients:
         key = recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
         try:
             msg = build_message(
                 settings, batch.email, recipient, issue_id=batch.issue_id, subject=batch.subject
             )
-        except (ValueError, TypeError, IndexError) as exc:
-            result.failed[key] = f"cannot build a message to {recipient.email!r}: {exc}"
+            data = message_bytes(msg)
+        except (ValueError, TypeError, IndexError, MessageError) as exc:
+            result.failed[key] = f"cannot write a message to {recipient.email!r}: {exc}"
             continue
-        yield key, recipient, msg
+        yield key, recipient, msg, data

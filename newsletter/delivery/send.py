@@ -244,7 +244,12 @@ def deliver_with_retries(
             outcome.error = exc
         except BaseException as exc:  # an interrupt or a bug, maybe mid-request: not resent
             reason = INTERRUPTED_REASON.format(type(exc).__name__)
-            outcome.unknown.update(dict.fromkeys(_absorb(outcome, result, remaining), reason))
+            rest = _absorb(outcome, result, remaining)
+            if result.in_flight is not None:  # the backend says which may have gone out
+                flying = set(result.in_flight)
+                outcome.pending = [k for k in rest if k not in flying]
+                rest = [k for k in rest if k in flying]
+            outcome.unknown.update(dict.fromkeys(rest, reason))
             outcome.error = exc
         else:
             missing = _absorb(outcome, result, remaining)  # a backend bug; never guess "sent"
@@ -759,9 +764,12 @@ def _sandbox_send(
 
 
 def check_proof_address(address: str) -> str:
-    """The normalised address, or DeliveryError naming what is wrong with it."""
+    """The address as it goes on the wire, or DeliveryError naming what is wrong with it.
+
+    The list's rule (`subscribers.check_address`): the domain in its ASCII form, no non-ASCII
+    local part; the local part keeps its case, since a proof is not stored."""
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError as exc:
         raise DeliveryError(f"proof address {address!r} is not an email address: {exc}") from None
 

@@ -84,11 +84,18 @@ class Batch:
 class BatchResult:
     """Filled in by the backend as it goes, so a failure half-way loses nothing already done.
 
-    Keys are subscriber ids (or, for proofs, email addresses).
+    Keys are subscriber ids (or, for proofs, email addresses). A recipient's own problem (an
+    address the backend cannot write, a recipient the server refuses) goes in `failed`, and the
+    backend goes on with the others; it raises only for what concerns the whole batch.
+    `in_flight` names the recipients whose message is being handed over right now: if anything
+    unforeseen (an interrupt, a bug) stops the backend, those may have gone out and become
+    `unknown`, the others were never tried and stay pending. None: the backend does not say,
+    and every recipient not yet recorded is `unknown`.
     """
 
     sent: dict = field(default_factory=dict)  # id → provider message id
     failed: dict = field(default_factory=dict)  # id → reason (this recipient only, permanent)
+    in_flight: list | None = None
 
 
 class TemporaryFailure(DeliveryError):

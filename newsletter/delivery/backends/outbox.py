@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ...config import Settings
-from ..message import batch_messages, message_bytes
+from ..message import batch_messages
 from .base import BaseBackend, Batch, BatchResult, SendRefused
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -39,14 +39,17 @@ class OutboxBackend(BaseBackend):
         return base / f"{recipient.subscriber_id}.eml"
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
-        for key, recipient, msg in batch_messages(self.settings, batch, result):
+        result.in_flight = []
+        for key, recipient, _msg, data in batch_messages(self.settings, batch, result):
+            result.in_flight = [key]
             path = self.path_for(batch, recipient)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")
-                tmp.write_bytes(message_bytes(msg))
+                tmp.write_bytes(data)
                 os.replace(tmp, path)
             except OSError as exc:
                 # Nothing half-written counts as sent; a full disk is not worth retrying.
                 raise SendRefused(f"cannot write {path}: {exc.strerror or exc}") from None
             result.sent[key] = path.name
+            result.in_flight = []

@@ -4,6 +4,10 @@ The segment's HTML and text go once in `content`; each personalization carries t
 `substitutions` (a plain and an HTML-escaped key per value), their own List-Unsubscribe headers,
 and `custom_args` naming the issue and subscriber, which is how delivery webhooks find the
 ledger row. The API key comes only from SENDGRID_API_KEY and is never printed or logged.
+
+SendGrid refuses a whole request for one bad personalization (400): the recipients it names are
+failed alone and the request is sent again without them, so one recipient's problem never
+stops the batch. Names go as JSON, as stored; SendGrid writes (and encodes) the headers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sendgrid
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
 from ...render import substitutions
-from ..message import list_id, one_line
+from ..message import check_sender, list_id, one_line, wire_address
 from .base import (
     LIST_UNSUBSCRIBE_POST,
     BaseBackend,
@@ -47,6 +51,16 @@ RETRY_STATUSES = (429, 502, 503, 504)  # surely not accepted: worth another try
 logging.getLogger("python_http_client").setLevel(logging.WARNING)
 
 _NAME_UNSAFE = re.compile(r"[;,\"]")
+_PERSONALIZATION_FIELD = re.compile(r"personalizations\.(\d+)(?:\.(.+))?")
+
+
+class RecipientsRefused(PayloadRejected):
+    """SendGrid refused the request for some personalizations only: `refused` maps their index
+    in the request to SendGrid's reason. Nothing of the request was accepted."""
+
+    def __init__(self, message: str, refused: dict[int, str] | None = None):
+        super().__init__(message)
+        self.refused = refused or {}
 
 
 def to_name(name: str) -> str:
@@ -82,6 +96,34 @@ def retry_after_seconds(headers, now: float | None = None) -> float | None:
     return None
 
 
+def _errors(body: bytes | str | None) -> list[dict]:
+    """The `errors` list of SendGrid's JSON error body ([] when there is none)."""
+    try:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+        errors = json.loads(text)["errors"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def refused_personalizations(body: bytes | str | None, count: int) -> dict[int, str] | None:
+    """Index → reason when every error of a 400 names one of the request's `count`
+    personalizations (a problem of those recipients only); None when any error is about the
+    request as a whole, or names no personalization that was sent."""
+    errors = _errors(body)
+    refused: dict[int, list[str]] = {}
+    for item in errors:
+        match = _PERSONALIZATION_FIELD.fullmatch(str(item.get("field") or ""))
+        if match is None or int(match[1]) >= count:
+            return None
+        message = " ".join(str(item.get("message") or "refused").split())
+        where = f" (field {match[2]})" if match[2] else ""
+        refused.setdefault(int(match[1]), []).append(message + where)
+    if not refused:
+        return None
+    return {i: "refused by SendGrid: " + "; ".join(reasons) for i, reasons in refused.items()}
+
+
 def error_messages(body: bytes | str | None) -> str:
     """SendGrid's own error text from its JSON error body (or the raw body, shortened)."""
     if not body:
@@ -98,6 +140,10 @@ def error_messages(body: bytes | str | None) -> str:
         return "; ".join(parts) + more
     except (ValueError, KeyError, TypeError, AttributeError):
         return " ".join(text.split())[:300]
+
+
+def _key(recipient):
+    return recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
 
 
 class SendGridBackend(BaseBackend):
@@ -196,13 +242,34 @@ class SendGridBackend(BaseBackend):
         return [f"suppressions synced: {report.changed} subscribers newly suppressed"]
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
-        response = self._post(self.client.client.mail.send, self.payload(batch))
-        message_id = response.headers.get("X-Message-Id") if response.headers else None
-        if not message_id:
-            message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
+        check_sender(self.settings)
+        recipients = []
         for r in batch.recipients:
-            key = r.subscriber_id if r.subscriber_id is not None else r.email
-            result.sent[key] = message_id
+            try:
+                wire_address(r.email)
+            except ValueError as exc:
+                result.failed[_key(r)] = f"cannot send to {r.email!r}: {exc}"
+                continue
+            recipients.append(r)
+        result.in_flight = []
+        while recipients:
+            body = self.payload(batch.only(recipients))
+            result.in_flight = [_key(r) for r in recipients]
+            try:
+                response = self._post(self.client.client.mail.send, body)
+            except RecipientsRefused as exc:
+                # Nothing was accepted: fail those named, send the request again without them.
+                for index, reason in exc.refused.items():
+                    result.failed[_key(recipients[index])] = reason
+                recipients = [r for i, r in enumerate(recipients) if i not in exc.refused]
+                continue
+            message_id = response.headers.get("X-Message-Id") if response.headers else None
+            if not message_id:
+                message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
+            for r in recipients:
+                result.sent[_key(r)] = message_id
+            break
+        result.in_flight = []
 
     def create_schedule_id(self) -> str:
         """A new SendGrid batch id, so a scheduled send can be paused or cancelled as one."""
@@ -221,7 +288,8 @@ class SendGridBackend(BaseBackend):
                 return endpoint.post()
             return endpoint.post(request_body=body)
         except python_http_client.exceptions.HTTPError as err:
-            raise self._classify(err) from None
+            count = len(body.get("personalizations", ())) if body else 0
+            raise self._classify(err, count) from None
         except urllib.error.URLError as err:
             # Raised while connecting or writing the request, before any answer.
             reason = err.reason
@@ -244,9 +312,14 @@ class SendGridBackend(BaseBackend):
                 f"({type(err).__name__}: {err}): the request may or may not have been accepted"
             ) from None
 
-    def _classify(self, err) -> DeliveryError:
+    def _classify(self, err, personalizations: int = 0) -> DeliveryError:
         status = err.status_code
         detail = error_messages(err.body)
+        refused = refused_personalizations(err.body, personalizations) if status == 400 else None
+        if refused:
+            return RecipientsRefused(
+                f"SendGrid refused {len(refused)} recipients: {detail}", refused
+            )
         if status in RETRY_STATUSES:
             return TemporaryFailure(
                 f"SendGrid answered {status}: {detail}",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...config import Settings
 from ...errors import AuthenticationError, ConfigError, DeliveryError, PayloadRejected
-from ..message import batch_messages, message_bytes
+from ..message import batch_messages
 from .base import BaseBackend, Batch, BatchResult, OutcomeUnknown, SendRefused, TemporaryFailure
 
 RECONNECTS_PER_MESSAGE = 2  # a server that drops us again at once is down: retry the batch later
@@ -142,8 +142,9 @@ class SmtpBackend(BaseBackend):
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
         sender = self.settings.sender.email
-        for key, recipient, msg in batch_messages(self.settings, batch, result):
-            data = message_bytes(msg)
+        result.in_flight = []
+        for key, recipient, msg, data in batch_messages(self.settings, batch, result):
+            result.in_flight = [key]
             for attempt in range(RECONNECTS_PER_MESSAGE + 1):
                 conn = self._connection()
                 try:
@@ -161,12 +162,18 @@ class SmtpBackend(BaseBackend):
                             f"the SMTP server keeps closing the connection ({drop})"
                         ) from None
                     continue  # surely not taken: reconnect and send it again
+                except BaseException:
+                    # Interrupted mid-transaction: the connection's state is unknown; never
+                    # reuse it, nor wait on it for a QUIT.
+                    self._drop()
+                    raise
                 break
             kind, detail = outcome
             if kind == "sent":
                 result.sent[key] = msg["Message-ID"]
             else:
                 result.failed[key] = detail
+            result.in_flight = []
 
     def _transaction(self, conn: smtplib.SMTP, sender: str, to: str, data: bytes):
         """One message; ('sent', reply) or ('failed', reason) for this recipient, or raises."""
