@@ -41,7 +41,7 @@ def test_html_over_the_size_limit(run, workspace):
     _edit(workspace / "newsletter.yaml", "max_summaries: 8", "max_summaries: 8\nmax_html_kb: 10")
     result = run("check", "2026-12")
     assert result.exit_code == 1
-    assert "2026-12 (all topics): HTML is 28 KB, over the limit of 10 KB" in result.stderr
+    assert "2026-12 (all topics): HTML is 30 KB, over the limit of 10 KB" in result.stderr
 
 
 def test_missing_disclaimer(run, workspace):
