@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from ..config import Settings, display_path
 from ..content import Issue, Summary, issue_path, load_issue, read_summaries, unknown_summaries
 from ..errors import ArchiveError, ContentError
-from ..store import Database
-from ..store import ledger
+from ..store import Database, ledger
 from . import urls
 
 
@@ -128,7 +127,11 @@ def collect_archive(settings: Settings, sent: Mapping[str, dt.date]) -> ArchiveC
     if not archived:
         raise ArchiveError(
             "no issue has been sent yet"
-            + (f" other than those with 'archive: false' ({', '.join(left_out)})" if left_out else "")
+            + (
+                f" other than those with 'archive: false' ({', '.join(left_out)})"
+                if left_out
+                else ""
+            )
             + ": the archive has nothing to publish"
         )
     return ArchiveContent(tuple(archived), left_out)

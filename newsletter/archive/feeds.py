@@ -46,7 +46,13 @@ def atom_feed(settings: Settings, content: ArchiveContent, pages: PageBuilder) -
     _sub(feed, f"{a}title", settings.name)
     _sub(feed, f"{a}subtitle", f"Past issues of {settings.name}, newest first.")
     _sub(feed, f"{a}updated", atom_time(max(i.sent_on for i in content.issues)))
-    _sub(feed, f"{a}link", rel="self", type="application/atom+xml", href=urls.absolute(settings, FEED_PATH))
+    _sub(
+        feed,
+        f"{a}link",
+        rel="self",
+        type="application/atom+xml",
+        href=urls.absolute(settings, FEED_PATH),
+    )
     _sub(feed, f"{a}link", rel="alternate", type="text/html", href=urls.absolute(settings, ""))
     author = _sub(feed, f"{a}author")
     _sub(author, f"{a}name", settings.name)

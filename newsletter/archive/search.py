@@ -30,4 +30,8 @@ def search_index(settings: Settings, content: ArchiveContent) -> bytes:
         words += [labels[slug] for slug in s.topics]
         records.append({"key": entry.anchor_path, "text": fold(" ".join(words))})
     text = json.dumps(records, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    # The same JSON, but no markup characters even in the raw bytes, should anything ever read
+    # the file as HTML.
+    for char in "<>&":
+        text = text.replace(char, f"\\u{ord(char):04x}")
     return text.encode("utf-8") + b"\n"

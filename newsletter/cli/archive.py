@@ -30,7 +30,9 @@ def build(app, output):
     settings = app.settings
     db = app.db if settings.paths.database.exists() else None
     result = build_archive(settings, db, output)
-    left_out = f"; left out (archive: false): {', '.join(result.left_out)}" if result.left_out else ""
+    left_out = (
+        f"; left out (archive: false): {', '.join(result.left_out)}" if result.left_out else ""
+    )
     click.echo(
         f"Archive of {len(result.issues)} issues in {display_path(result.output)}: "
         f"{len(result.files)} files, {len(result.written)} written, {result.unchanged} unchanged, "

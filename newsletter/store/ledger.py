@@ -387,7 +387,6 @@ def sent_issues(db: Database) -> dict[str, str]:
     return {r["issue_id"]: r["sent_at"] for r in rows}
 
 
-
 def counts(db: Database, issue_id: str) -> dict[str, int]:
     rows = db.conn.execute(
         "SELECT state, count(*) AS n FROM ledger WHERE issue_id = ? GROUP BY state", (issue_id,)
