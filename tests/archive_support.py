@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 from newsletter.store import Database
 
 ARCHIVE_URL = "https://news.ms-research.example.org/archive/"
+FIRST_ISSUE = "2026-12"
 SECOND_ISSUE = "2027-01"
 
 
@@ -50,6 +51,24 @@ def set_sent_day(db: Database, issue: str, day: str) -> None:
         db.conn.execute(
             "UPDATE sends SET created_at = ? WHERE issue_id = ?", (f"{day}T09:30:00Z", issue)
         )
+
+
+def send_two_issues(run, workspace: Path, db: Database) -> None:
+    """The December issue and a January one sent to a reader (outbox), dated as if sent on
+    1 December and 5 January, and a third issue file composed but never sent (2027-02)."""
+    add_reader(run)
+    send(run, workspace, FIRST_ISSUE)
+    compose_second_issue(run)
+    send(run, workspace, SECOND_ISSUE)
+    set_sent_day(db, FIRST_ISSUE, "2026-12-01")
+    set_sent_day(db, SECOND_ISSUE, "2027-01-05")
+    draft = workspace / "issues" / "2027-02.yaml"
+    draft.write_text(
+        (workspace / "issues" / f"{FIRST_ISSUE}.yaml")
+        .read_text()
+        .replace("id: 2026-12", "id: 2027-02")
+        .replace("December 2026", "February 2027 draft")
+    )
 
 
 def build(run, *args: str) -> str:

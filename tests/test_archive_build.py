@@ -20,7 +20,7 @@ from tests.archive_support import (
     build,
     compose_second_issue,
     send,
-    set_sent_day,
+    send_two_issues,
     site_files,
     text_of,
 )
@@ -31,21 +31,7 @@ OLD = 1_000_000_000  # a modification time long past, to see which files a rebui
 
 @pytest.fixture
 def two_sent(run, workspace, db):
-    """The December issue and a January one sent to a reader (outbox), dated as if
-    sent on 1 December and 5 January, and a third issue file composed but never sent."""
-    add_reader(run)
-    send(run, workspace, ISSUE)
-    compose_second_issue(run)
-    send(run, workspace, SECOND_ISSUE)
-    set_sent_day(db, ISSUE, "2026-12-01")
-    set_sent_day(db, SECOND_ISSUE, "2027-01-05")
-    draft = workspace / "issues" / "2027-02.yaml"
-    draft.write_text(
-        (workspace / "issues" / f"{ISSUE}.yaml")
-        .read_text()
-        .replace("id: 2026-12", "id: 2027-02")
-        .replace("December 2026", "February 2027 draft")
-    )
+    send_two_issues(run, workspace, db)
     return workspace
 
 
