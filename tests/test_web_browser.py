@@ -14,8 +14,8 @@ import pytest
 
 from newsletter.store import subscribers as store
 from newsletter.web import create_app
+from tests.browser_support import TEXT_METRICS_JS
 from tests.conftest import TEST_SECRET, serving
-from tests.test_email_browser import TEXT_METRICS_JS
 from tests.test_web_security import (
     db_state,
     footer_link,
