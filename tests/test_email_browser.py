@@ -18,6 +18,7 @@ from tests.conftest import serving
 
 WIDTHS = {"phone": 375, "desktop": 600}
 
+
 @pytest.fixture
 def email_html(settings):
     issue = load_issue(settings, "2026-12")
