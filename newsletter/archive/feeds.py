@@ -39,43 +39,41 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 def atom_feed(settings: Settings, content: ArchiveContent, pages: PageBuilder) -> bytes:
     """Every archived issue, newest first; each entry's content lists its summaries."""
-    ET.register_namespace("", ATOM)
-    a = f"{{{ATOM}}}"
-    feed = ET.Element(f"{a}feed", {"xml:lang": "en"})
-    _sub(feed, f"{a}id", urls.absolute(settings, ""))
-    _sub(feed, f"{a}title", settings.name)
-    _sub(feed, f"{a}subtitle", f"Past issues of {settings.name}, newest first.")
-    _sub(feed, f"{a}updated", atom_time(max(i.sent_on for i in content.issues)))
+    # Plain names under an xmlns attribute: the same document as namespaced elements, without
+    # ElementTree's global prefix registry.
+    feed = ET.Element("feed", {"xmlns": ATOM, "xml:lang": "en"})
+    _sub(feed, "id", urls.absolute(settings, ""))
+    _sub(feed, "title", settings.name)
+    _sub(feed, "subtitle", f"Past issues of {settings.name}, newest first.")
+    _sub(feed, "updated", atom_time(max(i.sent_on for i in content.issues)))
     _sub(
         feed,
-        f"{a}link",
+        "link",
         rel="self",
         type="application/atom+xml",
         href=urls.absolute(settings, FEED_PATH),
     )
-    _sub(feed, f"{a}link", rel="alternate", type="text/html", href=urls.absolute(settings, ""))
-    author = _sub(feed, f"{a}author")
-    _sub(author, f"{a}name", settings.name)
+    _sub(feed, "link", rel="alternate", type="text/html", href=urls.absolute(settings, ""))
+    author = _sub(feed, "author")
+    _sub(author, "name", settings.name)
     for archived in content.issues:
         page_url = urls.absolute(settings, archived.path)
-        entry = _sub(feed, f"{a}entry")
-        _sub(entry, f"{a}id", page_url)
-        _sub(entry, f"{a}title", archived.issue.subject)
-        _sub(entry, f"{a}published", atom_time(archived.sent_on))
-        _sub(entry, f"{a}updated", atom_time(archived.sent_on))
-        _sub(entry, f"{a}link", rel="alternate", type="text/html", href=page_url)
-        _sub(entry, f"{a}summary", archived.issue.preheader)
+        entry = _sub(feed, "entry")
+        _sub(entry, "id", page_url)
+        _sub(entry, "title", archived.issue.subject)
+        _sub(entry, "published", atom_time(archived.sent_on))
+        _sub(entry, "updated", atom_time(archived.sent_on))
+        _sub(entry, "link", rel="alternate", type="text/html", href=page_url)
+        _sub(entry, "summary", archived.issue.preheader)
         html = render_template(
             pages.env, ENTRY_TEMPLATE, archived=archived, page_url=page_url, topics=pages.topics
         )
-        _sub(entry, f"{a}content", html.strip(), type="html")
+        _sub(entry, "content", html.strip(), type="html")
     return _xml(feed)
 
 
 def sitemap(settings: Settings, content: ArchiveContent) -> bytes:
     """Every page of the archive, with the day it last changed by what was sent."""
-    ET.register_namespace("", SITEMAP)
-    s = f"{{{SITEMAP}}}"
     newest = max(i.sent_on for i in content.issues)
     lastmod: dict[str, dt.date] = {"": newest, TOPICS_PATH: newest, SEARCH_PATH: newest}
     for archived in content.issues:
@@ -83,9 +81,9 @@ def sitemap(settings: Settings, content: ArchiveContent) -> bytes:
     for topic in settings.topics:
         entries = content.by_topic(topic.slug)
         lastmod[urls.topic_path(topic.slug)] = entries[0].archived.sent_on if entries else newest
-    urlset = ET.Element(f"{s}urlset")
+    urlset = ET.Element("urlset", {"xmlns": SITEMAP})
     for path in sorted(lastmod):
-        url = _sub(urlset, f"{s}url")
-        _sub(url, f"{s}loc", urls.absolute(settings, path))
-        _sub(url, f"{s}lastmod", lastmod[path].isoformat())
+        url = _sub(urlset, "url")
+        _sub(url, "loc", urls.absolute(settings, path))
+        _sub(url, "lastmod", lastmod[path].isoformat())
     return _xml(urlset)
