@@ -6,12 +6,18 @@ from __future__ import annotations
 import email
 import html as html_lib
 import re
+import shutil
 from email import policy
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
 from newsletter.store import Database
+from tests.conftest import REPO, TEST_SECRET
 
 ARCHIVE_URL = "https://news.ms-research.example.org/archive/"
 FIRST_ISSUE = "2026-12"
@@ -69,6 +75,31 @@ def send_two_issues(run, workspace: Path, db: Database) -> None:
         .replace("id: 2026-12", "id: 2027-02")
         .replace("December 2026", "February 2027 draft")
     )
+
+
+def example_archive(root: Path) -> Path:
+    """A copy of the example workspace in `root` where the December and January issues were sent
+    to two readers (outbox, dated 1 December and 5 January), a February draft was never sent, and
+    the archive was built into site/. For module-scoped fixtures of tests that only look."""
+    root.mkdir(parents=True)
+    for name in ("summaries", "issues", "templates"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("NEWSLETTER_CONFIG", raising=False)
+        mp.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
+
+        def run(*args: str):
+            return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+        db = Database(root / "newsletter.db")
+        try:
+            send_two_issues(run, root, db)
+        finally:
+            db.close()
+        build(run)
+    return root
 
 
 def build(run, *args: str) -> str:

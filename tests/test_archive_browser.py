@@ -8,16 +8,12 @@ Set SCREENSHOTS_DIR=docs/screenshots to refresh the screenshots README shows.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from newsletter.cli import cli
-from tests.archive_support import FIRST_ISSUE, SECOND_ISSUE, set_sent_day
+from tests.archive_support import FIRST_ISSUE, example_archive
 from tests.browser_support import readability_problems, serving_directory
-from tests.conftest import REPO, TEST_SECRET
 
 PAGES = {"index": "", "issue": f"{FIRST_ISSUE}/", "topic": "topics/treatment-safety/"}
 WIDTHS = {"phone": 375, "desktop": 1280}
@@ -33,36 +29,7 @@ README_SHOTS = {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """Two issues sent to two readers through the outbox, and the archive built: once for the
-    whole module (building is what the other archive tests check; here we only look)."""
-    root = tmp_path_factory.mktemp("archive") / "ws"
-    root.mkdir()
-    for name in ("summaries", "issues", "templates"):
-        shutil.copytree(REPO / name, root / name)
-    shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("NEWSLETTER_CONFIG", raising=False)
-        mp.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
-        commands = [
-            ("subscribers", "add", "reader@example.org", "--topics", "all"),
-            ("subscribers", "add", "other@example.org", "--topics", "genetics"),
-            ("send", FIRST_ISSUE, "--backend", "outbox", "--yes"),
-            ("compose", "--date", "2027-01-20", "--id", SECOND_ISSUE),
-            ("send", SECOND_ISSUE, "--backend", "outbox", "--yes"),
-        ]
-        for args in commands:
-            result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-        from newsletter.store import Database
-
-        db = Database(root / "newsletter.db")
-        set_sent_day(db, FIRST_ISSUE, "2026-12-01")
-        set_sent_day(db, SECOND_ISSUE, "2027-01-05")
-        db.close()
-        result = CliRunner().invoke(cli, ["archive", "build"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-    return root / "site"
+    return example_archive(tmp_path_factory.mktemp("archive") / "ws") / "site"
 
 
 @pytest.fixture(scope="module")

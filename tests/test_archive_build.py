@@ -10,7 +10,9 @@ import re
 
 import pytest
 
-from newsletter.content import load_issue, load_summaries, resolve_summaries
+from newsletter.config import load_settings
+from newsletter.content import dump_issue, load_issue, load_summaries, resolve_summaries
+from newsletter.errors import ContentError
 from newsletter.render import Renderer
 from newsletter.templating import long_date
 from tests.archive_support import (
@@ -19,6 +21,7 @@ from tests.archive_support import (
     add_reader,
     build,
     compose_second_issue,
+    example_archive,
     send,
     send_two_issues,
     site_files,
@@ -35,14 +38,20 @@ def two_sent(run, workspace, db):
     return workspace
 
 
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """Built once for the tests that only read the result (see `example_archive`)."""
+    root = example_archive(tmp_path_factory.mktemp("archive") / "ws")
+    return root, load_settings(root / "newsletter.yaml")
+
+
 def read(site, path):
     return (site / path).read_text(encoding="utf-8")
 
 
-def test_index_lists_sent_issues_newest_first(run, two_sent, settings):
-    out = build(run)
-    assert "Archive of 2 issues in site: " in out
-    site = two_sent / "site"
+def test_index_lists_sent_issues_newest_first(example):
+    root, settings = example
+    site = root / "site"
     index = read(site, "index.html")
     text = text_of(index)
     january = load_issue(settings, SECOND_ISSUE)
@@ -62,11 +71,9 @@ def test_index_lists_sent_issues_newest_first(run, two_sent, settings):
     ).is_file()
 
 
-def test_issue_page_shows_every_summary_as_the_email_does_with_the_disclaimer(
-    run, two_sent, settings
-):
-    build(run)
-    page = read(two_sent / "site", f"{ISSUE}/index.html")
+def test_issue_page_shows_every_summary_as_the_email_does_with_the_disclaimer(example):
+    root, settings = example
+    page = read(root / "site", f"{ISSUE}/index.html")
     issue = load_issue(settings, ISSUE)
     summaries = resolve_summaries(issue, load_summaries(settings))
     text = text_of(page)
@@ -99,9 +106,9 @@ def test_issue_page_shows_every_summary_as_the_email_does_with_the_disclaimer(
     assert meta["og:description"] == issue.preheader
 
 
-def test_topic_pages_list_every_summary_of_the_topic_newest_first(run, two_sent, settings):
-    build(run)
-    site = two_sent / "site"
+def test_topic_pages_list_every_summary_of_the_topic_newest_first(example):
+    root, settings = example
+    site = root / "site"
     summaries = load_summaries(settings)
     sent_in = {sid: ISSUE for sid in load_issue(settings, ISSUE).summaries}
     sent_in |= {sid: SECOND_ISSUE for sid in load_issue(settings, SECOND_ISSUE).summaries}
@@ -137,7 +144,10 @@ def test_archive_false_is_left_out_everywhere(run, workspace, db, settings):
                 assert "View in your browser" not in part.get_content()
                 assert f"/archive/{SECOND_ISSUE}/" not in part.get_content()
     out = build(run)
-    assert f"left out (archive: false): {SECOND_ISSUE}" in out
+    assert out == (
+        "Archive of 1 issue in site: 18 files, 18 written, 0 unchanged, 0 removed; "
+        f"left out (archive: false): {SECOND_ISSUE}\n"
+    )
     site = workspace / "site"
     assert not (site / SECOND_ISSUE).exists()
     hidden = load_issue(settings, SECOND_ISSUE)
@@ -150,8 +160,21 @@ def test_archive_false_is_left_out_everywhere(run, workspace, db, settings):
     assert not any(title in read(site, "search/index.html") for title in only_there)
 
 
+def test_archive_false_survives_an_issue_file_rewrite(settings, workspace):
+    path = workspace / "issues" / f"{ISSUE}.yaml"
+    path.write_text(path.read_text() + "archive: false\n")
+    issue = load_issue(settings, ISSUE)
+    assert issue.archive is False
+    assert "\narchive: false\n" in dump_issue(issue)
+    assert "archive" not in dump_issue(issue.model_copy(update={"archive": True}))
+    path.write_text(path.read_text().replace("archive: false", "archive: perhaps"))
+    with pytest.raises(ContentError, match=r"issues/2026-12.yaml:\d+: field 'archive'"):
+        load_issue(settings, ISSUE)
+
+
 def test_rebuild_is_byte_identical_and_touches_nothing(run, two_sent, tmp_path):
-    build(run)
+    out = build(run)
+    assert "Archive of 2 issues in site: 19 files, 19 written, 0 unchanged, 0 removed" in out
     site = two_sent / "site"
     first = site_files(site)
     for path in site.rglob("*"):

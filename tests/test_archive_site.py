@@ -11,26 +11,34 @@ from urllib.parse import urldefrag, urlsplit
 import feedparser
 import pytest
 
+from newsletter.config import load_settings
 from newsletter.content import load_summaries
 from tests.archive_support import (
     ARCHIVE_URL,
     FIRST_ISSUE,
     SECOND_ISSUE,
     PageLinks,
-    build,
+    example_archive,
     file_for_url,
     page_file,
     resolve,
-    send_two_issues,
     site_files,
 )
 
 
+@pytest.fixture(scope="module")
+def workspace_built(tmp_path_factory):
+    return example_archive(tmp_path_factory.mktemp("archive") / "ws")
+
+
 @pytest.fixture
-def site(run, workspace, db):
-    send_two_issues(run, workspace, db)
-    build(run)
-    return workspace / "site"
+def site(workspace_built):
+    return workspace_built / "site"
+
+
+@pytest.fixture
+def settings(workspace_built):
+    return load_settings(workspace_built / "newsletter.yaml")
 
 
 def page_url(path: str) -> str:

@@ -33,8 +33,9 @@ def build(app, output):
     left_out = (
         f"; left out (archive: false): {', '.join(result.left_out)}" if result.left_out else ""
     )
+    issues = len(result.issues)
     click.echo(
-        f"Archive of {len(result.issues)} issues in {display_path(result.output)}: "
+        f"Archive of {issues} issue{'' if issues == 1 else 's'} in {display_path(result.output)}: "
         f"{len(result.files)} files, {len(result.written)} written, {result.unchanged} unchanged, "
         f"{len(result.removed)} removed{left_out}"
     )
