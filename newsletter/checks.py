@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from .archive.urls import issue_path
 from .config import Settings
 from .content import (
     Issue,
@@ -90,6 +91,31 @@ def check_rendered(email: RenderedEmail, settings: Settings, label: str) -> list
     return problems
 
 
+VIEW_IN_BROWSER = "View in your browser"
+
+
+def check_view_in_browser(
+    email: RenderedEmail, issue: Issue, settings: Settings, label: str
+) -> list[str]:
+    """The "View in your browser" link must lead to a page the archive build will write: the
+    issue's own page, only when the issue is archived and the archive has an address."""
+    collector = _LinkCollector()
+    collector.feed(email.html)
+    parts = {"HTML": (collector.hrefs, _html_text(email.html)), "text": ([], email.text)}
+    page = f"{settings.archive_base}/{issue_path(issue.id)}" if settings.archive_base else None
+    problems = []
+    for part, (hrefs, text) in parts.items():
+        links_page = page is not None and (page in hrefs or page in text)
+        if issue.archive and page is not None and not links_page:
+            problems.append(f"{label}: {part} part has no {VIEW_IN_BROWSER!r} link to {page}")
+        elif not issue.archive and (links_page or VIEW_IN_BROWSER in text):
+            problems.append(
+                f"{label}: {part} part links to the issue's archive page, but the issue has "
+                "'archive: false', so that page will not exist"
+            )
+    return problems
+
+
 def _html_text(html: str) -> str:
     class Text(HTMLParser):
         def __init__(self):
@@ -135,6 +161,12 @@ def check_issue(
         return report
     chosen = resolve_summaries(issue, summaries)
     report.summaries = len(chosen)
+    if issue.archive and settings.archive_base is None:
+        report.problems.append(
+            f"{issue.id}: archive_url is not set in the settings, so the email's "
+            f"{VIEW_IN_BROWSER!r} link has no page to lead to (set archive_url, or "
+            "'archive: false' in the issue file to send it without an archive page)"
+        )
     renderer = renderer or Renderer(settings)
     # The largest selection (all topics) and the smallest (only the first summary: no cards).
     selections = {"all topics": chosen, "a single summary": chosen[:1]}
@@ -148,4 +180,7 @@ def check_issue(
             report.html_bytes = len(email.html.encode("utf-8"))
             report.text_bytes = len(email.text.encode("utf-8"))
         report.problems.extend(check_rendered(email, settings, f"{issue.id} ({label})"))
+        report.problems.extend(
+            check_view_in_browser(email, issue, settings, f"{issue.id} ({label})")
+        )
     return report

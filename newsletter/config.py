@@ -84,6 +84,13 @@ class Paths(Strict):
     templates: Path = Path("templates")
     outbox: Path = Path("outbox")
     database: Path = Path("newsletter.db")
+    site: Path = Path("site")  # the built public archive (`newsletter archive build`)
+
+
+class SignupSettings(Strict):
+    # Whether `newsletter serve` offers the signup page (`<preferences_url>/subscribe`); the
+    # archive links to it only then.
+    enabled: bool = False
 
 
 class Settings(Strict):
@@ -93,6 +100,10 @@ class Settings(Strict):
     postal_address: OneLine  # CAN-SPAM requires a valid physical postal address in every email
     site_url: AnyHttpUrl
     preferences_url: AnyHttpUrl  # public base URL of the preference centre (`newsletter serve`)
+    # Public base URL of the archive (`newsletter archive build`); issue pages are
+    # `<archive_url>/<issue-id>/`, and every email's "View in your browser" link points there.
+    archive_url: AnyHttpUrl | None = None
+    signup: SignupSettings = SignupSettings()
     topics: list[Topic] = Field(min_length=1)
     max_summaries: int = Field(8, ge=1, le=50)
     max_html_kb: int = Field(90, ge=10)
@@ -112,6 +123,14 @@ class Settings(Strict):
                 raise ValueError("'all' is reserved (it means every topic) and cannot be a slug")
             seen.add(topic.slug)
         return topics
+
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url_is_a_base(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Page URLs are built by appending paths; a query or fragment would end up in the middle.
+        if url is not None and (url.query or url.fragment):
+            raise ValueError("must be a base address without a query ('?') or fragment ('#')")
+        return url
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
@@ -143,6 +162,10 @@ class Settings(Strict):
     @property
     def preferences_base(self) -> str:
         return str(self.preferences_url).rstrip("/")
+
+    @property
+    def archive_base(self) -> str | None:
+        return str(self.archive_url).rstrip("/") if self.archive_url is not None else None
 
 
 def format_validation_error(

@@ -75,6 +75,8 @@ class Issue(BaseModel):
     preheader: OneLine
     intro: str | None = None
     summaries: list[str] = Field(min_length=1)
+    # false: left out of the public archive, and its email has no "View in your browser" link.
+    archive: bool = True
     # The file it was read from, for error messages; not part of the file.
     _source: Path | None = PrivateAttr(default=None)
 
@@ -272,6 +274,8 @@ def dump_issue(issue: Issue) -> str:
         "intro": issue.intro or "",
         "summaries": list(issue.summaries),
     }
+    if not issue.archive:
+        data["archive"] = False
     header = (
         f"# Issue {issue.id}. Edit the subject, preheader, intro and the order of summaries;\n"
         "# the first summary a reader gets is shown in full, the rest as cards.\n"

@@ -76,3 +76,8 @@ class PayloadRejected(DeliveryError):
 
 class TokenError(NewsletterError):
     """A signed link is forged, truncated, altered, or for another purpose."""
+
+
+class ArchiveError(NewsletterError):
+    """The archive cannot be built: no address for it, nothing sent, or an output folder that is
+    not the archive's."""

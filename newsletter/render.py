@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import premailer
 from mjml import mjml2html
 
+from .archive.urls import view_in_browser_url
 from .config import Settings
 from .content import Issue, Summary, journals_phrase
 from .errors import TemplateError
@@ -99,6 +100,8 @@ class Renderer:
             "recipient": HTML_PLACEHOLDERS if html_part else TEXT_PLACEHOLDERS,
             "link": lambda url: add_utm(str(url), issue.id, self.site_host),
             "site_link": add_utm(s.site, issue.id, self.site_host),
+            # The issue's archive page (None: no link): the same URL for every reader.
+            "view_in_browser": view_in_browser_url(s, issue),
             "width": TEXT_WIDTH,
         }
 

@@ -375,6 +375,18 @@ def record(
 # Reporting ---------------------------------------------------------------------------------
 
 
+def sent_issues(db: Database) -> dict[str, str]:
+    """Issue id → when its delivery began (scheduled time, else the send's start, ISO UTC), for
+    every issue that at least one subscriber was sent. Nothing about who: the public archive
+    reads only this."""
+    rows = db.conn.execute(
+        "SELECT s.issue_id, coalesce(s.send_at, s.created_at) AS sent_at FROM sends AS s "
+        "WHERE EXISTS (SELECT 1 FROM ledger AS l WHERE l.issue_id = s.issue_id "
+        "AND l.state = 'sent') ORDER BY s.issue_id"
+    )
+    return {r["issue_id"]: r["sent_at"] for r in rows}
+
+
 def counts(db: Database, issue_id: str) -> dict[str, int]:
     rows = db.conn.execute(
         "SELECT state, count(*) AS n FROM ledger WHERE issue_id = ? GROUP BY state", (issue_id,)

@@ -31,6 +31,7 @@ from ..webhooks import (
     parse_events,
 )
 from . import preferences as prefs
+from .archive import archive_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.extensions["newsletter"] = {"settings": settings, "database": database}
     verifier: dict[str, WebhookVerifier] = {}
+    app.register_blueprint(archive_blueprint(settings.paths.site))
 
     # Per request: each request opens the database, so any server (threads or processes)
     # works; WAL lets a `newsletter send` write at the same time.
@@ -82,7 +84,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
     def security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if request.endpoint != "static":
+        if request.endpoint not in ("static", "archive.page"):
             # Pages carry tokens (in their URL and their forms): keep them out of every cache.
             response.headers["Cache-Control"] = "no-store"
         return response

@@ -1,4 +1,14 @@
-"""What the browser tests measure in a page, as JavaScript for Playwright's `page.evaluate`."""
+"""Helpers of the tests that look at pages in a real browser (Playwright driving Chromium): how
+the project measures text size and contrast, and a static file server for built sites."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 # WCAG 2 contrast of each element's own text against the first opaque background behind it.
 TEXT_METRICS_JS = """
@@ -31,3 +41,41 @@ TEXT_METRICS_JS = """
   return out;
 }
 """
+
+
+def readability_problems(page, width: int) -> list[str]:
+    """What keeps a page from being read at this width: sideways scrolling, text under 16 px,
+    contrast under 4.5:1 (WCAG AA). Empty when the page passes."""
+    problems = []
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    if scroll_width > width:
+        problems.append(f"scrolls sideways: {scroll_width} px wide at {width} px")
+    metrics = page.evaluate(TEXT_METRICS_JS)
+    if not metrics:
+        problems.append("no text measured")
+    problems += [f"{m['size']} px text: {m['text']!r}" for m in metrics if m["size"] < 16]
+    problems += [
+        f"contrast {m['contrast']:.2f}: {m['text']!r}" for m in metrics if m["contrast"] < 4.5
+    ]
+    return problems
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@contextmanager
+def serving_directory(folder: Path) -> Iterator[str]:
+    """Serve a folder the way a static host does (index.html for a folder) on 127.0.0.1 in a
+    thread; yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
