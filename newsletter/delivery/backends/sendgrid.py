@@ -23,7 +23,6 @@ import sendgrid
 
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
-from ...render import substitutions
 from ..message import one_line
 from .base import (
     LIST_UNSUBSCRIBE_POST,
@@ -150,7 +149,7 @@ class SendGridBackend(BaseBackend):
             personalizations.append(
                 {
                     "to": [to],
-                    "substitutions": substitutions(r.values),
+                    "substitutions": batch.email.substitutions(r.values),
                     "headers": {
                         "List-Unsubscribe": f"<{r.unsubscribe_url}>",  # our own URL: one line
                         "List-Unsubscribe-Post": LIST_UNSUBSCRIBE_POST,
