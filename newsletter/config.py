@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -30,7 +31,45 @@ DEFAULT_CONFIG = "newsletter.yaml"
 SLUG_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_RE)]
-OneLine = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\r\n]*$")]
+
+# Text in settings, summaries and issues is plain text: control characters (form feed, escape,
+# C1 codes...) mean nothing to a reader and break MJML's XML, so they are refused where they are
+# written, naming the file and field. Paragraphs may hold line breaks and tabs.
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_PARAGRAPHS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "tab",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
+    "\x85": "next line",
+}
+
+
+def _plain_text(pattern: re.Pattern) -> AfterValidator:
+    def check(value: str) -> str:
+        found = pattern.search(value)
+        if found is None:
+            return value
+        char = found.group()
+        if char == "\n":
+            raise ValueError("must be a single line (it holds a line break)")
+        name = _CONTROL_NAMES.get(char)
+        code = f"U+{ord(char):04X}" + (f" {name}" if name else "")
+        raise ValueError(
+            f"holds a control character ({code}) at character {found.start() + 1}: "
+            "only plain text is allowed"
+        )
+
+    return AfterValidator(check)
+
+
+ONE_LINE_TEXT = _plain_text(_CONTROL_IN_LINE)
+PARAGRAPHS_TEXT = _plain_text(_CONTROL_IN_PARAGRAPHS)
+OneLine = Annotated[str, StringConstraints(min_length=1), ONE_LINE_TEXT]
 
 
 class Strict(BaseModel):
