@@ -253,15 +253,26 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 
 
 DEV_SECRET = "development-only-secret-do-not-use-in-production"
+# Anyone who knows or guesses the key can forge every subscriber's links: the public development
+# key and short keys are refused wherever links reach real people (`serve`, SMTP, SendGrid).
+MIN_SECRET_LENGTH = 32
+MAKE_A_SECRET = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 def secret_key(required: bool) -> str | None:
-    """The signing secret from NEWSLETTER_SECRET_KEY; None when unset and not required."""
+    """The signing secret from NEWSLETTER_SECRET_KEY; None when unset and not required.
+
+    `required` also refuses the development key and keys shorter than MIN_SECRET_LENGTH.
+    """
     key = os.environ.get("NEWSLETTER_SECRET_KEY")
-    if key:
+    if not required:
+        return key or None
+    if not key:
+        problem = "is not set: links in real emails must be signed with a secret"
+    elif key == DEV_SECRET:
+        problem = "is the public development key, with which anyone can forge links"
+    elif len(key) < MIN_SECRET_LENGTH:
+        problem = f"is too short: a secret key has at least {MIN_SECRET_LENGTH} characters"
+    else:
         return key
-    if required:
-        raise ConfigError(
-            "NEWSLETTER_SECRET_KEY is not set: links in real emails must be signed with a secret"
-        )
-    return None
+    raise ConfigError(f"NEWSLETTER_SECRET_KEY {problem}; {MAKE_A_SECRET}")
