@@ -72,6 +72,22 @@ PARAGRAPHS_TEXT = _plain_text(_CONTROL_IN_PARAGRAPHS)
 OneLine = Annotated[str, StringConstraints(min_length=1), ONE_LINE_TEXT]
 
 
+def _base_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Links are made by adding a path (`/unsubscribe/<token>`) to a base URL: after a query or a
+    fragment the token would land in it, not in the path, and every link would be broken."""
+    if url.query is not None or url.fragment is not None:
+        raise ValueError(
+            "a base URL must not have a query ('?…') or a fragment ('#…'): links are made by "
+            "adding a path to it"
+        )
+    if url.username is not None or url.password is not None:
+        raise ValueError("a base URL must not hold a user name or password")
+    return url
+
+
+BaseUrl = Annotated[AnyHttpUrl, AfterValidator(_base_url)]
+
+
 class Strict(BaseModel):
     """A model that refuses unknown keys, so that a misspelt setting is an error, not ignored."""
 
@@ -127,8 +143,8 @@ class Settings(Strict):
     sender: Sender
     reply_to: EmailStr | None = None
     postal_address: OneLine  # CAN-SPAM requires a valid physical postal address in every email
-    site_url: AnyHttpUrl
-    preferences_url: AnyHttpUrl  # public base URL of the preference centre (`newsletter serve`)
+    site_url: BaseUrl
+    preferences_url: BaseUrl  # public base URL of the preference centre (`newsletter serve`)
     topics: list[Topic] = Field(min_length=1)
     max_summaries: int = Field(8, ge=1, le=50)
     max_html_kb: int = Field(90, ge=10)
