@@ -117,6 +117,7 @@ class SendGridSettings(Strict):
     asm_group_id: int | None = None
     sync_suppressions: bool = True  # pull SendGrid's suppressions before every SendGrid send
     webhook_public_key: str | None = None  # or SENDGRID_WEBHOOK_PUBLIC_KEY
+    webhook_max_age: int = Field(600, ge=10, le=86400)  # seconds: older signed batches refused
 
 
 class DeliverySettings(Strict):
