@@ -64,7 +64,9 @@ def check_rendered(email: RenderedEmail, settings: Settings, label: str) -> list
         placeholders = email.placeholders.html if part == "HTML" else email.placeholders.text
         for name, what in (("unsubscribe_url", "unsubscribe"), ("preferences_url", "preferences")):
             if placeholders[name] not in body:
-                problems.append(f"{label}: {part} part has no {what} link ({placeholders[name]})")
+                problems.append(
+                    f"{label}: {part} part has no {what} link ({{{{ recipient.{name} }}}})"
+                )
         flat = " ".join(body.split())
         if part == "HTML":
             flat = " ".join(_html_text(body).split())

@@ -62,12 +62,12 @@ def test_missing_disclaimer(run, workspace):
         (
             "issue.txt.j2",
             "Unsubscribe: {{ recipient.unsubscribe_url }}",
-            "text part has no unsubscribe link",
+            "text part has no unsubscribe link ({{ recipient.unsubscribe_url }})",
         ),
         (
             "issue.mjml.j2",
             '<a href="{{ recipient.preferences_url }}">Manage preferences</a>',
-            "HTML part has no preferences link",
+            "HTML part has no preferences link ({{ recipient.preferences_url }})",
         ),
     ],
 )
