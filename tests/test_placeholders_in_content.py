@@ -18,6 +18,7 @@ from tests.delivery_helpers import (
     html_part,
     issue_summaries,
     parse,
+    schema_problems,
     text_part,
 )
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
@@ -128,6 +129,7 @@ def test_placeholder_lookalikes_in_content_and_names_stay_text_through_sendgrid(
     assert result.exit_code == 0, result.output
     [request] = accepted
     payload = request["payload"]
+    assert schema_problems([payload]) == []  # (SendGrid's own schema, when its spec is present)
     text, body_html = (part["value"] for part in payload["content"])
     assert len(payload["personalizations"]) == 2
     for personalization in payload["personalizations"]:
