@@ -349,6 +349,7 @@ BAD_EVENTS = {
     "a negative timestamp": lambda e: json.dumps({**e, "timestamp": -5}),
     "deeply nested JSON in a field": lambda e: json.dumps(e)[:-1] + f', "x": {nested(100_000)}}}',
     "a deeply nested entry": lambda e: nested(100_000),
+    "JSON nested 50 deep in a field": lambda e: json.dumps(e)[:-1] + f', "x": {nested(50)}}}',
     "a 5000-digit number": lambda e: json.dumps(e)[:-1] + ', "n": ' + "7" * 5000 + "}",
     "a broken entry": lambda e: '{"event": "bounce", "email": }',
     "an email address as a list": lambda e: json.dumps({**e, "email": [e["email"]]}),
