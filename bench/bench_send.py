@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_import import FIRST, LAST  # noqa: E402  (names with accents, commas, quotes)
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.delivery import SendObserver, send_issue  # noqa: E402
-from newsletter.render import Renderer, fill, substitutions  # noqa: E402
+from newsletter.render import Renderer, fill  # noqa: E402
 from newsletter.store import Database, ledger  # noqa: E402
 from newsletter.tokens import LinkSigner, preferences_url, unsubscribe_url  # noqa: E402
 from tests.fake_sendgrid import TEST_API_KEY, start_fake_sendgrid_process  # noqa: E402
@@ -372,7 +372,7 @@ def baseline_run(subscribers: int, seed: int) -> dict:
                         "preferences_url": preferences_url(base, signer, sub.id),
                         "unsubscribe_url": unsubscribe_url(base, signer, sub.id),
                     }
-                    subs = substitutions(values)
+                    subs = email.substitutions(values)
                     to = {"email": sub.email}
                     if sub.name:
                         to["name"] = " ".join(sub.name.replace(",", " ").split())

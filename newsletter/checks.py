@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from pydantic import AnyUrl, BaseModel
+
 from .archive.urls import issue_path
-from .config import Settings
+from .config import Settings, display_path
 from .content import (
     Issue,
     load_issue,
@@ -20,9 +22,13 @@ from .content import (
     unknown_summaries,
 )
 from .errors import ContentError, TemplateError
-from .render import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS, RenderedEmail, Renderer
+from .render import TEMPLATE_HTML, TEMPLATE_TEXT, RenderedEmail, Renderer
 
 LEFTOVER_MARKERS = ("{{", "{%", "<mj-")
+# Content is plain text and may hold "{{" or "<mj-" (a summary about template engines): only what
+# the templates themselves leave behind is a problem. Rendering with this applied to every text
+# of the content tells the two apart, since the markers cannot survive it.
+_NO_MARKERS = str.maketrans({"{": "(", "}": ")", "<": "(", ">": ")"})
 
 
 @dataclass
@@ -56,13 +62,12 @@ def check_rendered(email: RenderedEmail, settings: Settings, label: str) -> list
     problems = []
     parts = {"HTML": email.html, "text": email.text}
     for part, body in parts.items():
-        for marker in LEFTOVER_MARKERS:
-            if marker in body:
-                problems.append(f"{label}: {part} part has unrendered template text {marker!r}")
-        placeholders = HTML_PLACEHOLDERS if part == "HTML" else TEXT_PLACEHOLDERS
+        placeholders = email.placeholders.html if part == "HTML" else email.placeholders.text
         for name, what in (("unsubscribe_url", "unsubscribe"), ("preferences_url", "preferences")):
             if placeholders[name] not in body:
-                problems.append(f"{label}: {part} part has no {what} link ({placeholders[name]})")
+                problems.append(
+                    f"{label}: {part} part has no {what} link ({{{{ recipient.{name} }}}})"
+                )
         flat = " ".join(body.split())
         if part == "HTML":
             flat = " ".join(_html_text(body).split())
@@ -76,7 +81,7 @@ def check_rendered(email: RenderedEmail, settings: Settings, label: str) -> list
     collector = _LinkCollector()
     collector.feed(email.html)
     for href in collector.hrefs:
-        if href in HTML_PLACEHOLDERS.values():
+        if href in email.placeholders.html.values():
             continue
         if not re.match(r"^(https?://|mailto:)", href):
             problems.append(f"{label}: HTML link is not absolute: {href!r}")
@@ -114,6 +119,45 @@ def check_view_in_browser(
                 "'archive: false', so that page will not exist"
             )
     return problems
+
+
+def leftover_markers(email: RenderedEmail) -> list[tuple[str, str]]:
+    """(part, marker) for each template marker found in the rendered parts."""
+    parts = {"HTML": email.html, "text": email.text}
+    return [(part, m) for part, body in parts.items() for m in LEFTOVER_MARKERS if m in body]
+
+
+def _without_markers(value):
+    """A copy of a model (summary, issue, settings) whose texts and URLs cannot hold a marker."""
+    if isinstance(value, BaseModel):
+        update = {name: _without_markers(item) for name, item in value}
+        return value.model_copy(update=update)
+    if isinstance(value, str):
+        return value.translate(_NO_MARKERS)
+    if isinstance(value, AnyUrl):
+        return type(value)(str(value).translate(_NO_MARKERS))
+    if isinstance(value, list):
+        return [_without_markers(item) for item in value]
+    return value
+
+
+def unrendered_template_text(
+    settings: Settings, issue: Issue, selection: list, label: str
+) -> list[str]:
+    """Template text the templates leave in the email, whatever the content says, naming the
+    template that leaves it."""
+    try:
+        email = Renderer(_without_markers(settings)).render(
+            _without_markers(issue), [_without_markers(s) for s in selection]
+        )
+    except TemplateError as err:
+        return [str(err)]
+    templates = {"HTML": TEMPLATE_HTML, "text": TEMPLATE_TEXT}
+    return [
+        f"{display_path(settings.paths.templates / templates[part])}: {label}: {part} part "
+        f"has unrendered template text {marker!r}"
+        for part, marker in leftover_markers(email)
+    ]
 
 
 def _html_text(html: str) -> str:
@@ -179,8 +223,10 @@ def check_issue(
         if label == "all topics":
             report.html_bytes = len(email.html.encode("utf-8"))
             report.text_bytes = len(email.text.encode("utf-8"))
-        report.problems.extend(check_rendered(email, settings, f"{issue.id} ({label})"))
-        report.problems.extend(
-            check_view_in_browser(email, issue, settings, f"{issue.id} ({label})")
-        )
+        where = f"{issue.id} ({label})"
+        report.problems.extend(check_rendered(email, settings, where))
+        report.problems.extend(check_view_in_browser(email, issue, settings, where))
+        if leftover_markers(email):
+            # Rare: worth a second render to tell the content's text from the templates'.
+            report.problems.extend(unrendered_template_text(settings, issue, selection, where))
     return report

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -30,7 +31,61 @@ DEFAULT_CONFIG = "newsletter.yaml"
 SLUG_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_RE)]
-OneLine = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\r\n]*$")]
+
+# Text in settings, summaries and issues is plain text: control characters (form feed, escape,
+# C1 codes...) mean nothing to a reader and break MJML's XML, so they are refused where they are
+# written, naming the file and field. Paragraphs may hold line breaks and tabs.
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_PARAGRAPHS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "tab",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
+    "\x85": "next line",
+}
+
+
+def _plain_text(pattern: re.Pattern) -> AfterValidator:
+    def check(value: str) -> str:
+        found = pattern.search(value)
+        if found is None:
+            return value
+        char = found.group()
+        if char == "\n":
+            raise ValueError("must be a single line (it holds a line break)")
+        name = _CONTROL_NAMES.get(char)
+        code = f"U+{ord(char):04X}" + (f" {name}" if name else "")
+        raise ValueError(
+            f"holds a control character ({code}) at character {found.start() + 1}: "
+            "only plain text is allowed"
+        )
+
+    return AfterValidator(check)
+
+
+ONE_LINE_TEXT = _plain_text(_CONTROL_IN_LINE)
+PARAGRAPHS_TEXT = _plain_text(_CONTROL_IN_PARAGRAPHS)
+OneLine = Annotated[str, StringConstraints(min_length=1), ONE_LINE_TEXT]
+
+
+def _base_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Links are made by adding a path (`/unsubscribe/<token>`) to a base URL: after a query or a
+    fragment the token would land in it, not in the path, and every link would be broken."""
+    if url.query is not None or url.fragment is not None:
+        raise ValueError(
+            "a base URL must not have a query ('?…') or a fragment ('#…'): links are made by "
+            "adding a path to it"
+        )
+    if url.username is not None or url.password is not None:
+        raise ValueError("a base URL must not hold a user name or password")
+    return url
+
+
+BaseUrl = Annotated[AnyHttpUrl, AfterValidator(_base_url)]
 
 
 class Strict(BaseModel):
@@ -65,6 +120,7 @@ class SendGridSettings(Strict):
     asm_group_id: int | None = None
     sync_suppressions: bool = True  # pull SendGrid's suppressions before every SendGrid send
     webhook_public_key: str | None = None  # or SENDGRID_WEBHOOK_PUBLIC_KEY
+    webhook_max_age: int = Field(600, ge=10, le=86400)  # seconds: older signed batches refused
 
 
 class DeliverySettings(Strict):
@@ -98,11 +154,11 @@ class Settings(Strict):
     sender: Sender
     reply_to: EmailStr | None = None
     postal_address: OneLine  # CAN-SPAM requires a valid physical postal address in every email
-    site_url: AnyHttpUrl
-    preferences_url: AnyHttpUrl  # public base URL of the preference centre (`newsletter serve`)
+    site_url: BaseUrl
+    preferences_url: BaseUrl  # public base URL of the preference centre (`newsletter serve`)
     # Public base URL of the archive (`newsletter archive build`); issue pages are
     # `<archive_url>/<issue-id>/`, and every email's "View in your browser" link points there.
-    archive_url: AnyHttpUrl | None = None
+    archive_url: BaseUrl | None = None
     signup: SignupSettings = SignupSettings()
     topics: list[Topic] = Field(min_length=1)
     max_summaries: int = Field(8, ge=1, le=50)
@@ -123,14 +179,6 @@ class Settings(Strict):
                 raise ValueError("'all' is reserved (it means every topic) and cannot be a slug")
             seen.add(topic.slug)
         return topics
-
-    @field_validator("archive_url")
-    @classmethod
-    def _archive_url_is_a_base(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        # Page URLs are built by appending paths; a query or fragment would end up in the middle.
-        if url is not None and (url.query or url.fragment):
-            raise ValueError("must be a base address without a query ('?') or fragment ('#')")
-        return url
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
@@ -244,15 +292,26 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 
 
 DEV_SECRET = "development-only-secret-do-not-use-in-production"
+# Anyone who knows or guesses the key can forge every subscriber's links: the public development
+# key and short keys are refused wherever links reach real people (`serve`, SMTP, SendGrid).
+MIN_SECRET_LENGTH = 32
+MAKE_A_SECRET = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 def secret_key(required: bool) -> str | None:
-    """The signing secret from NEWSLETTER_SECRET_KEY; None when unset and not required."""
+    """The signing secret from NEWSLETTER_SECRET_KEY; None when unset and not required.
+
+    `required` also refuses the development key and keys shorter than MIN_SECRET_LENGTH.
+    """
     key = os.environ.get("NEWSLETTER_SECRET_KEY")
-    if key:
+    if not required:
+        return key or None
+    if not key:
+        problem = "is not set: links in real emails must be signed with a secret"
+    elif key == DEV_SECRET:
+        problem = "is the public development key, with which anyone can forge links"
+    elif len(key) < MIN_SECRET_LENGTH:
+        problem = f"is too short: a secret key has at least {MIN_SECRET_LENGTH} characters"
+    else:
         return key
-    if required:
-        raise ConfigError(
-            "NEWSLETTER_SECRET_KEY is not set: links in real emails must be signed with a secret"
-        )
-    return None
+    raise ConfigError(f"NEWSLETTER_SECRET_KEY {problem}; {MAKE_A_SECRET}")

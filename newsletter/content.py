@@ -24,13 +24,19 @@ from pydantic import (
     field_validator,
 )
 
-from .config import SLUG_RE, Settings, display_path, format_validation_error, read_yaml
+from .config import (
+    ONE_LINE_TEXT,
+    PARAGRAPHS_TEXT,
+    SLUG_RE,
+    Settings,
+    display_path,
+    format_validation_error,
+    read_yaml,
+)
 from .errors import ContentError
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-OneLine = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\r\n]*$")
-]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), PARAGRAPHS_TEXT]
+OneLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), ONE_LINE_TEXT]
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEASER_LENGTH = 100
 
@@ -73,7 +79,7 @@ class Issue(BaseModel):
     date: dt.date
     subject: OneLine
     preheader: OneLine
-    intro: str | None = None
+    intro: Annotated[str, PARAGRAPHS_TEXT] | None = None
     summaries: list[str] = Field(min_length=1)
     # false: left out of the public archive, and its email has no "View in your browser" link.
     archive: bool = True

@@ -11,7 +11,7 @@ from flask import Flask, Response, request
 from .config import Settings
 from .content import load_issue, load_summaries, resolve_summaries
 from .errors import NewsletterError
-from .render import Renderer, fill, preview_values, select_summaries, substitutions
+from .render import Renderer, fill, preview_values, select_summaries
 from .templating import make_environment, render_template
 
 
@@ -35,7 +35,7 @@ def create_preview_app(settings: Settings, issue_ref: str) -> Flask:
         if not selection:
             return current, None
         email = Renderer(settings).render(current, selection)
-        return current, (email, substitutions(preview_values(settings, topics)))
+        return current, (email, email.substitutions(preview_values(settings, topics)))
 
     def topics_from_request():
         return _chosen_topics(settings, request.args.getlist("topics"))

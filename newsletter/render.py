@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import logging
+import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -26,14 +28,49 @@ from .templating import add_utm, make_environment, render_template
 # the value HTML-escaped (a name like "Ana & Jo") and the text part needs it as it is.
 RECIPIENT_FIELDS = ("name", "topics", "preferences_url", "unsubscribe_url")
 
+# A placeholder carries a random nonce made for each render, so no text from a summary, an issue
+# or a subscriber (all written before the render) can contain one: content that looks like a
+# placeholder (`%%unsubscribe_url|html%%`) stays text, for `fill` and for SendGrid alike, which
+# replaces its substitution keys wherever they occur in the body.
+NONCE_BYTES = 8
+MARKER_RE = re.compile(r"%%[a-z_]+(?:\|html)?\|[0-9a-f]{" + str(2 * NONCE_BYTES) + "}%%")
 
-def placeholder(name: str, html_part: bool) -> str:
-    """`%%name%%` in text, `%%name|html%%` in HTML: survive MJML, premailer and hrefs unchanged."""
-    return f"%%{name}|html%%" if html_part else f"%%{name}%%"
 
+@dataclass(frozen=True)
+class Placeholders:
+    """One render's per-recipient markers: `%%name|NONCE%%` in text, `%%name|html|NONCE%%` in
+    HTML; they survive MJML, premailer and hrefs unchanged."""
 
-HTML_PLACEHOLDERS = {name: placeholder(name, True) for name in RECIPIENT_FIELDS}
-TEXT_PLACEHOLDERS = {name: placeholder(name, False) for name in RECIPIENT_FIELDS}
+    nonce: str = field(default_factory=lambda: secrets.token_hex(NONCE_BYTES))
+    # (name, text marker, HTML marker), made once: `substitutions` runs once per recipient.
+    _keys: tuple[tuple[str, str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        keys = tuple(
+            (name, self.marker(name, False), self.marker(name, True)) for name in RECIPIENT_FIELDS
+        )
+        object.__setattr__(self, "_keys", keys)
+
+    def marker(self, name: str, html_part: bool) -> str:
+        return f"%%{name}|html|{self.nonce}%%" if html_part else f"%%{name}|{self.nonce}%%"
+
+    @property
+    def html(self) -> dict[str, str]:
+        return {name: html_key for name, _, html_key in self._keys}
+
+    @property
+    def text(self) -> dict[str, str]:
+        return {name: text_key for name, text_key, _ in self._keys}
+
+    def substitutions(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Marker → value for both parts: HTML-escaped for the HTML part, plain for the text."""
+        subs = {}
+        for name, text_key, html_key in self._keys:
+            value = values.get(name, "")
+            subs[text_key] = value
+            subs[html_key] = html.escape(value, quote=True)
+        return subs
+
 
 TEMPLATE_HTML = "email/issue.mjml.j2"
 TEMPLATE_TEXT = "email/issue.txt.j2"
@@ -52,6 +89,11 @@ class RenderedEmail:
     summary_ids: tuple[str, ...]
     journals: tuple[str, ...]
     disclaimer: str = field(repr=False, default="")
+    placeholders: Placeholders = field(repr=False, default_factory=Placeholders)
+
+    def substitutions(self, values: Mapping[str, str]) -> dict[str, str]:
+        """This render's markers → one recipient's values (for `fill`, or SendGrid's own)."""
+        return self.placeholders.substitutions(values)
 
 
 def select_summaries(summaries: Iterable[Summary], topics: Iterable[str] | str) -> list[Summary]:
@@ -62,22 +104,10 @@ def select_summaries(summaries: Iterable[Summary], topics: Iterable[str] | str) 
     return [s for s in summaries if chosen.intersection(s.topics)]
 
 
-def substitutions(values: Mapping[str, str]) -> dict[str, str]:
-    """Placeholder → value for both parts: HTML-escaped for the HTML part, plain for the text."""
-    subs = {}
-    for name in RECIPIENT_FIELDS:
-        value = values.get(name, "")
-        subs[TEXT_PLACEHOLDERS[name]] = value
-        subs[HTML_PLACEHOLDERS[name]] = html.escape(value, quote=True)
-    return subs
-
-
 def fill(template: str, subs: Mapping[str, str]) -> str:
-    """Replace every placeholder in a rendered part with the recipient's value."""
-    for key, value in subs.items():
-        if key in template:
-            template = template.replace(key, value)
-    return template
+    """Replace the render's placeholders with the recipient's values, in one pass: a value is
+    never searched again, so a name that looks like a placeholder stays as it is."""
+    return MARKER_RE.sub(lambda m: subs.get(m.group(0), m.group(0)), template)
 
 
 class Renderer:
@@ -88,8 +118,15 @@ class Renderer:
         self.env = make_environment(settings.paths.templates)
         self.site_host = urlsplit(settings.site).hostname
 
-    def _context(self, issue: Issue, summaries: list[Summary], html_part: bool) -> dict:
+    def _context(
+        self,
+        issue: Issue,
+        summaries: list[Summary],
+        html_part: bool,
+        placeholders: Placeholders | None = None,
+    ) -> dict:
         s = self.settings
+        placeholders = placeholders or Placeholders()
         return {
             "settings": s,
             "issue": issue,
@@ -97,7 +134,7 @@ class Renderer:
             "cards": summaries[1:],
             "summaries": summaries,
             "journals": journals_phrase(x.journal for x in summaries),
-            "recipient": HTML_PLACEHOLDERS if html_part else TEXT_PLACEHOLDERS,
+            "recipient": placeholders.html if html_part else placeholders.text,
             "link": lambda url: add_utm(str(url), issue.id, self.site_host),
             "site_link": add_utm(s.site, issue.id, self.site_host),
             # The issue's archive page (None: no link): the same URL for every reader.
@@ -118,16 +155,17 @@ class Renderer:
             raise ValueError("a rendered email needs at least one summary")
         disclaimer = self.disclaimer(issue, summaries)
         paragraphs = disclaimer.split("\n\n")
+        placeholders = Placeholders()
         mjml_source = render_template(
             self.env,
             TEMPLATE_HTML,
-            **self._context(issue, summaries, html_part=True),
+            **self._context(issue, summaries, html_part=True, placeholders=placeholders),
             disclaimer_paragraphs=paragraphs,
         )
         text = render_template(
             self.env,
             TEMPLATE_TEXT,
-            **self._context(issue, summaries, html_part=False),
+            **self._context(issue, summaries, html_part=False, placeholders=placeholders),
             disclaimer_paragraphs=paragraphs,
         )
         return RenderedEmail(
@@ -138,6 +176,7 @@ class Renderer:
             summary_ids=tuple(s.id for s in summaries),
             journals=tuple(dict.fromkeys(s.journal for s in summaries)),
             disclaimer=disclaimer,
+            placeholders=placeholders,
         )
 
 

@@ -6,10 +6,12 @@ other way round. Links do not expire: an unsubscribe link in a two-year-old emai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from binascii import b2a_base64
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from itsdangerous import BadSignature, Signer
 
@@ -79,10 +81,22 @@ PREFERENCES_PATH = "/preferences/"
 UNSUBSCRIBE_PATH = "/unsubscribe/"
 
 
+@functools.lru_cache(maxsize=64)
+def _around_token(base: str, route: str) -> tuple[str, str]:
+    """(before, after) the token in a link: it ends the base URL's path, ahead of any query or
+    fragment (the settings refuse those in base URLs; a library caller may still pass one)."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/") + route
+    before = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return before, urlunsplit(("", "", "", parts.query, parts.fragment))
+
+
 def preferences_url(base: str, signer: LinkSigner, subscriber_id: int) -> str:
-    return f"{base.rstrip('/')}{PREFERENCES_PATH}{signer.sign(subscriber_id, 'preferences')}"
+    before, after = _around_token(base, PREFERENCES_PATH)
+    return f"{before}{signer.sign(subscriber_id, 'preferences')}{after}"
 
 
 def unsubscribe_url(base: str, signer: LinkSigner, subscriber_id: int) -> str:
     """Also the List-Unsubscribe target: a POST here unsubscribes in one click (RFC 8058)."""
-    return f"{base.rstrip('/')}{UNSUBSCRIBE_PATH}{signer.sign(subscriber_id, 'unsubscribe')}"
+    before, after = _around_token(base, UNSUBSCRIBE_PATH)
+    return f"{before}{signer.sign(subscriber_id, 'unsubscribe')}{after}"

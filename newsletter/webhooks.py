@@ -5,6 +5,12 @@ status (source `sendgrid`); delivered, bounced and dropped are written on the is
 found through the `newsletter_issue` and `newsletter_subscriber` custom args that the sender puts
 on every message (SendGrid flattens custom args into each event). Every event id applied is
 remembered, so a retried or replayed batch changes nothing the second time.
+
+A batch signed longer ago than `delivery.sendgrid.webhook_max_age` is refused (a captured batch
+cannot be replayed later). In a signed batch each event is checked on its own: one that cannot be
+read or applied (a subscriber id no database holds, a time past the year 9999, JSON nested
+without end) is skipped and logged, and the others are applied: an error answer would have
+SendGrid retry the whole batch for a day, to the same end.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
+import re
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Settings
 from .errors import NewsletterError
@@ -34,6 +45,12 @@ SUBSCRIBER_ARG = "newsletter_subscriber"
 HANDLED = frozenset(
     {"bounce", "dropped", "delivered", "spamreport", "unsubscribe", "group_unsubscribe"}
 )
+DEFAULT_MAX_AGE = 600  # seconds; the setting is delivery.sendgrid.webhook_max_age
+# SendGrid's events are flat objects with a list or two (categories): far below this.
+MAX_EVENT_DEPTH = 16
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z, the last second a date can hold
+
+log = logging.getLogger(__name__)
 
 
 class WebhookNotConfigured(NewsletterError):
@@ -42,6 +59,10 @@ class WebhookNotConfigured(NewsletterError):
 
 class SignatureInvalid(NewsletterError):
     """The batch is not signed by SendGrid: a missing, malformed or wrong signature."""
+
+
+class WebhookTooOld(SignatureInvalid):
+    """Correctly signed, but too long ago (or ahead): a replayed capture, or a skewed clock."""
 
 
 class PayloadInvalid(NewsletterError):
@@ -59,9 +80,10 @@ def public_key_text(settings: Settings) -> str | None:
 class WebhookVerifier:
     """Checks SendGrid's ECDSA signature over timestamp + body, with the `sendgrid` helper."""
 
-    def __init__(self, public_key: str):
+    def __init__(self, public_key: str, max_age: float = DEFAULT_MAX_AGE):
         from sendgrid.helpers.eventwebhook import EventWebhook
 
+        self.max_age = max_age
         # SendGrid shows the key as base64 DER; accept a pasted PEM block as well.
         body = "".join(
             line.strip() for line in public_key.strip().splitlines() if "-----" not in line
@@ -81,10 +103,13 @@ class WebhookVerifier:
                 "no SendGrid webhook public key: set delivery.sendgrid.webhook_public_key in "
                 "newsletter.yaml or SENDGRID_WEBHOOK_PUBLIC_KEY"
             )
-        return cls(key)
+        return cls(key, max_age=settings.delivery.sendgrid.webhook_max_age)
 
-    def verify(self, body: bytes, signature: str | None, timestamp: str | None) -> None:
-        """Raise SignatureInvalid unless SendGrid signed exactly these bytes at this timestamp."""
+    def verify(
+        self, body: bytes, signature: str | None, timestamp: str | None, now: float | None = None
+    ) -> None:
+        """Raise SignatureInvalid unless SendGrid signed exactly these bytes at this timestamp,
+        and WebhookTooOld unless that timestamp is within `max_age` seconds of now."""
         if not signature or not timestamp:
             raise SignatureInvalid("the webhook request is not signed")
         try:
@@ -96,6 +121,12 @@ class WebhookVerifier:
             valid = False
         if not valid:
             raise SignatureInvalid("the webhook signature does not match")
+        now = time.time() if now is None else now
+        signed_at = int(timestamp) if re.fullmatch(r"[0-9]{1,12}", timestamp) else None
+        if signed_at is None or abs(now - signed_at) > self.max_age:
+            raise WebhookTooOld(
+                f"the webhook batch was not signed within the last {self.max_age:g} seconds"
+            )
 
 
 @dataclass
@@ -103,7 +134,8 @@ class WebhookReport:
     received: int = 0
     applied: int = 0  # events acted on for the first time
     replayed: int = 0  # seen before: nothing done
-    ignored: int = 0  # event types we do not act on, or malformed entries
+    ignored: int = 0  # event types we do not act on, or entries that are not events
+    invalid: int = 0  # events we act on that could not be read or checked: skipped, logged
     status_changes: int = 0
     ledger_updates: int = 0
     unmatched: list[str] = field(default_factory=list)  # why some events matched nothing
@@ -114,19 +146,133 @@ class WebhookReport:
             "applied": self.applied,
             "replayed": self.replayed,
             "ignored": self.ignored,
+            "invalid": self.invalid,
             "status_changes": self.status_changes,
             "ledger_updates": self.ledger_updates,
         }
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An entry of the batch that could not be parsed on its own, and why."""
+
+    reason: str
+
+
+# A JSON string (escapes included) or one of the characters that give the structure.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.S)
+
+
 def parse_events(body: bytes) -> list[Any]:
+    """The batch's entries: parsed whole, or, when that fails, each on its own, an `Unreadable`
+    standing for each entry that cannot be parsed (one nested thousands deep makes `json.loads`
+    give up with RecursionError; a number of 5,000 digits with ValueError)."""
     try:
-        events = json.loads(body)
-    except ValueError:
-        raise PayloadInvalid("the webhook body is not JSON") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadInvalid("the webhook body is not UTF-8 JSON") from None
+    try:
+        events = json.loads(text)
+    except (ValueError, RecursionError):
+        return _entries_one_by_one(text)
     if not isinstance(events, list):
         raise PayloadInvalid("the webhook body is not a list of events")
     return events
+
+
+# A JSON string (escapes included) or one of the characters that give the structure.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.S)
+
+
+def _entries_one_by_one(text: str) -> list[Any]:
+    """Split the top-level list at its commas without parsing it, then parse each entry."""
+    if not text.lstrip(" \t\r\n").startswith("["):
+        raise PayloadInvalid("the webhook body is not a list of events")
+    entries: list[Any] = []
+    depth, start, end = 0, None, None
+
+    def add(stop: int, closing: bool) -> None:
+        piece = text[start:stop]
+        if closing and not entries and not piece.strip(" \t\r\n"):
+            return  # an empty list
+        try:
+            entries.append(json.loads(piece))
+        except RecursionError:
+            entries.append(Unreadable("nested too deeply"))
+        except ValueError:
+            entries.append(Unreadable("not JSON"))
+
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if token in "[{":
+            depth += 1
+            if depth == 1:
+                start = match.end()
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                add(match.start(), closing=True)
+                end = match.end()
+                break
+        elif depth == 1:  # a comma between entries
+            add(match.start(), closing=False)
+            start = match.end()
+    if end is None or text[end:].strip(" \t\r\n"):
+        raise PayloadInvalid("the webhook body is not JSON")
+    return entries
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item if isinstance(child, list | dict))
+    return deepest
+
+
+def _coerced(max_length: int | None = None, pattern: str | None = None):
+    """Text that SendGrid may also send as a number (ids), checked as text."""
+    return Annotated[str, Field(coerce_numbers_to_str=True, max_length=max_length, pattern=pattern)]
+
+
+class WebhookEvent(BaseModel):
+    """The fields of a SendGrid event that are read here, each checked (the rest are not read):
+    what a database column, a date or a lookup could not take is refused before it gets there."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event: Annotated[str, Field(max_length=64)]
+    email: Annotated[str, Field(max_length=320)] | None = None
+    timestamp: (
+        Annotated[float, Field(strict=True, ge=0, le=MAX_EPOCH, allow_inf_nan=False)] | None
+    ) = None
+    sg_event_id: Annotated[str, Field(max_length=256)] | None = None
+    type: Annotated[str, Field(max_length=64)] | None = None
+    reason: _coerced() | None = None
+    asm_group_id: _coerced(max_length=20) | None = None
+    newsletter_issue: Annotated[str, Field(max_length=200)] | None = None
+    # SQLite's INTEGER holds 19 digits: a 40-digit id would make the lookup itself fail.
+    newsletter_subscriber: _coerced(pattern=r"^[0-9]{1,18}$") | None = None
+
+
+def event_problem(event: dict) -> str | None:
+    """Why a handled event cannot be applied (None when it can)."""
+    if _depth(event) > MAX_EVENT_DEPTH:  # its id is a hash of its JSON, which must be writable
+        return f"nested more than {MAX_EVENT_DEPTH} levels deep"
+    try:
+        WebhookEvent.model_validate(event)
+    except ValidationError as err:
+        return "; ".join(
+            f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors()
+        )
+    return None
 
 
 def event_id(event: dict) -> str:
@@ -184,13 +330,30 @@ def _event_time(event: dict) -> str | None:
     return None
 
 
+def _handled(event: Any) -> bool:
+    """An event of a type acted on (its type is text; `{"event": []}` is no event of ours)."""
+    kind = event.get("event") if isinstance(event, dict) else None
+    return isinstance(kind, str) and kind in HANDLED
+
+
 def apply_events(settings: Settings, db: Database, events: list[Any]) -> WebhookReport:
     """Apply a verified batch in one transaction: all of it or (on an error) none, for a retry."""
     report = WebhookReport(received=len(events))
     with db.transaction():
-        for event in events:
-            if not isinstance(event, dict) or event.get("event") not in HANDLED:
+        for number, event in enumerate(events, start=1):
+            if isinstance(event, Unreadable):
+                problem = event.reason
+            elif not _handled(event):
                 report.ignored += 1
+                continue
+            else:
+                problem = event_problem(event)
+            if problem is not None:
+                # Logged without the event's content, which holds an email address.
+                log.warning(
+                    "SendGrid webhook: event %d of %d skipped: %s", number, len(events), problem
+                )
+                report.invalid += 1
                 continue
             if not store_events.remember_event(db, event_id(event)):
                 report.replayed += 1
@@ -229,12 +392,13 @@ def handle_webhook(
     signature: str | None,
     timestamp: str | None,
     verifier: WebhookVerifier | None = None,
+    now: float | None = None,
 ) -> WebhookReport:
     """Verify a webhook request and apply its events.
 
-    Raises WebhookNotConfigured (no key), SignatureInvalid (nothing is read or changed) or
-    PayloadInvalid (signed, but not a list of events).
+    Raises WebhookNotConfigured (no key), SignatureInvalid (nothing is read or changed; its
+    WebhookTooOld when signed too long ago) or PayloadInvalid (signed, but not a list of events).
     """
     verifier = verifier or WebhookVerifier.from_settings(settings)
-    verifier.verify(body, signature, timestamp)
+    verifier.verify(body, signature, timestamp, now=now)
     return apply_events(settings, db, parse_events(body))

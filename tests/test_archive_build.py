@@ -280,7 +280,7 @@ def test_archive_url_with_query_or_fragment_is_refused(run, workspace, url):
     config.write_text(re.sub(r"(?m)^archive_url: .*$", f"archive_url: {url}", config.read_text()))
     result = run("archive", "build")
     assert result.exit_code == 1
-    assert "newsletter.yaml: field 'archive_url': must be a base address without a query" in (
+    assert "newsletter.yaml: field 'archive_url': a base URL must not have a query" in (
         result.stderr
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import time
 
 import pytest
@@ -101,6 +102,20 @@ def send(settings, db, backend=None, sleeps=None, **kw):
     return send_issue(settings, db, ISSUE, backend=backend, retry=QUICK, sleep=sleep, **kw)
 
 
+def by_name(substitutions: dict[str, str]) -> dict[str, str]:
+    """A personalization's substitutions by placeholder name (`name`, `name|html`...): the keys
+    carry their render's nonce, `%%name|html|0123456789abcdef%%`, the same in every key."""
+    names = {}
+    nonces = set()
+    for key, value in substitutions.items():
+        match = re.fullmatch(r"%%([a-z_]+(?:\|html)?)\|([0-9a-f]{16})%%", key)
+        assert match, key
+        names[match[1]] = value
+        nonces.add(match[2])
+    assert len(nonces) == 1
+    return names
+
+
 def received_texts(fake) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for request in fake.accepted():
@@ -145,23 +160,23 @@ def test_example_issue_to_example_subscribers_through_sendgrid(run, workspace, f
                 "newsletter_issue": ISSUE,
                 "newsletter_subscriber": str(subscriber.id),
             }
-            subs = p["substitutions"]
-            unsubscribe = subs["%%unsubscribe_url%%"]
+            subs = by_name(p["substitutions"])
+            unsubscribe = subs["unsubscribe_url"]
             assert unsubscribe.startswith(f"{settings.preferences_base}/unsubscribe/")
             assert p["headers"] == {
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
             name = subscriber.name or "reader"
-            assert subs["%%name%%"] == name
-            assert subs["%%name|html%%"] == html.escape(name, quote=True)
+            assert subs["name"] == name
+            assert subs["name|html"] == html.escape(name, quote=True)
             assert set(subs) == {
-                f"%%{f}{h}%%" for f in ("name", "topics", "preferences_url", "unsubscribe_url")
+                f"{f}{h}" for f in ("name", "topics", "preferences_url", "unsubscribe_url")
                 for h in ("", "|html")
             }  # fmt: skip
     by_email = {p["to"][0]["email"]: p for b in bodies for p in b["personalizations"]}
     assert by_email["tom.baptiste@example.com"]["to"][0]["name"] == "Baptiste Tom"  # no ","
-    assert by_email["sofia.rossi@example.org"]["substitutions"]["%%name|html%%"] == (
+    assert by_name(by_email["sofia.rossi@example.org"]["substitutions"])["name|html"] == (
         "Sofia &quot;Sofi&quot; Rossi"
     )
     assert build_report(db, ISSUE).state == "sent"

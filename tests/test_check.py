@@ -66,12 +66,12 @@ def test_missing_disclaimer(run, workspace):
         (
             "issue.txt.j2",
             "Unsubscribe: {{ recipient.unsubscribe_url }}",
-            "text part has no unsubscribe link",
+            "text part has no unsubscribe link ({{ recipient.unsubscribe_url }})",
         ),
         (
             "issue.mjml.j2",
             '<a href="{{ recipient.preferences_url }}">Manage preferences</a>',
-            "HTML part has no preferences link",
+            "HTML part has no preferences link ({{ recipient.preferences_url }})",
         ),
     ],
 )
@@ -90,11 +90,36 @@ def test_missing_unsubscribe_or_preferences_link(run, workspace, template, old, 
         ("issue.mjml.j2", "<h4>Limitations</h4>", '<mj-image src="x" />', "'<mj-'"),
     ],
 )
-def test_anything_left_unrendered(run, workspace, template, old, new, marker):
+def test_anything_left_unrendered_names_the_template(run, workspace, template, old, new, marker):
     _edit(workspace / "templates" / "email" / template, old, new)
     result = run("check", "2026-12")
     assert result.exit_code == 1
-    assert f"has unrendered template text {marker}" in result.stderr
+    part = "text" if template.endswith(".txt.j2") else "HTML"
+    assert (
+        f"error: templates/email/{template}: 2026-12 (all topics): {part} part has unrendered "
+        f"template text {marker}"
+    ) in result.stderr.splitlines()
+
+
+def test_summary_text_that_looks_like_template_syntax_is_only_text(run, workspace):
+    """A summary about templates or MJML is content, not a template left unrendered."""
+    lookalike = "Tools write {{ name }}, {% if x %} and <mj-text> in their templates."
+    path = workspace / "summaries" / "pregnancy-breastfeeding-therapy.yaml"
+    text = path.read_text()
+    text = text.replace("findings: >-\n", f"findings: >-\n  {lookalike}\n", 1)
+    text = text.replace("source_url: https://doi.org/", "source_url: https://doi.org/x?q={{a}}&", 1)
+    path.write_text(text)
+    _edit(workspace / "issues" / "2026-12.yaml", "Welcome to", "{{ Welcome }} <mj-raw> to")
+
+    result = run("check", "2026-12")
+
+    assert result.exit_code == 0, result.stderr
+    assert "unrendered template text" not in result.output
+    plain = run("render", "2026-12", "--format", "text").stdout
+    assert lookalike in " ".join(plain.split())
+    assert "{{ Welcome }} <mj-raw> to" in plain
+    html = run("render", "2026-12").stdout
+    assert "Tools write {{ name }}, {% if x %} and &lt;mj-text&gt; in their templates." in html
 
 
 def test_relative_link_is_reported(run, workspace):

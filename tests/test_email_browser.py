@@ -14,7 +14,7 @@ import pytest
 
 from newsletter.content import load_issue, load_summaries, resolve_summaries
 from newsletter.preview import create_preview_app
-from newsletter.render import Renderer, fill, preview_values, substitutions
+from newsletter.render import Renderer, fill, preview_values
 from tests.conftest import serving
 from tests.support.browser import TEXT_METRICS_JS
 
@@ -49,7 +49,7 @@ def email_html(settings):
     issue = load_issue(settings, "2026-12")
     summaries = resolve_summaries(issue, load_summaries(settings))
     email = Renderer(settings).render(issue, summaries)
-    return fill(email.html, substitutions(preview_values(settings, "all")))
+    return fill(email.html, email.substitutions(preview_values(settings, "all")))
 
 
 @pytest.fixture

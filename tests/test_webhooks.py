@@ -18,7 +18,12 @@ from newsletter.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, event_id
 from tests.conftest import TEST_SECRET
 
 ISSUE = "2026-12"
-NOW = int(time.time())
+NOW = int(time.time())  # for the events' own times; a batch is signed at the time it is posted
+
+
+def signed_now(offset: int = 0) -> str:
+    """A signature timestamp, as SendGrid sends it: Unix seconds, now (give or take `offset`)."""
+    return str(int(time.time()) + offset)
 
 
 def make_key_pair():
@@ -49,7 +54,7 @@ def client(settings, keys, monkeypatch):
 
 def post(client, private, events, *, timestamp=None, body=None, headers=None):
     body = body if body is not None else json.dumps(events).encode("utf-8")
-    timestamp = timestamp or str(NOW)
+    timestamp = timestamp or signed_now()
     sent_headers = {
         SIGNATURE_HEADER: sign(private, body, timestamp),
         TIMESTAMP_HEADER: timestamp,
@@ -205,7 +210,7 @@ def test_replay_changes_nothing(client, db, people, keys):
     seen = db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
 
     # SendGrid retries with a new timestamp and signature; the events are the same.
-    again = post(client, keys[0], events, timestamp=str(NOW + 60))
+    again = post(client, keys[0], events, timestamp=signed_now(60))
 
     assert again.status_code == 200
     assert again.get_json()["replayed"] == 10 and again.get_json()["applied"] == 0
@@ -240,7 +245,7 @@ def test_a_late_delivered_never_hides_a_bounce(client, db, people, keys):
 def test_bad_signature_is_403_and_changes_nothing(client, db, people, keys, tamper):
     events = batch(people)
     body = json.dumps(events).encode()
-    timestamp = str(NOW)
+    timestamp = signed_now()
     good = sign(keys[0], body, timestamp)
     headers = {SIGNATURE_HEADER: good, TIMESTAMP_HEADER: timestamp}
     if tamper == "wrong key":
@@ -249,7 +254,7 @@ def test_bad_signature_is_403_and_changes_nothing(client, db, people, keys, tamp
     elif tamper == "body changed":
         body = body.replace(b'"bounce"', b'"spamreport"', 1)
     elif tamper == "timestamp changed":
-        headers[TIMESTAMP_HEADER] = str(NOW + 1)
+        headers[TIMESTAMP_HEADER] = str(int(timestamp) + 1)
     elif tamper == "no signature":
         del headers[SIGNATURE_HEADER]
     elif tamper == "no headers":
@@ -318,8 +323,152 @@ def test_library_entry_point(settings, db, keys, monkeypatch):
     # A PEM block pasted whole works as well as SendGrid's bare base64.
     pem = "-----BEGIN PUBLIC KEY-----\n" + keys[1] + "\n-----END PUBLIC KEY-----\n"
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", pem)
+    signed_at = signed_now()
     with pytest.raises(SignatureInvalid):
-        handle_webhook(settings, db, body, sign(keys[0], body, "1"), "2")
+        handle_webhook(settings, db, body, sign(keys[0], body, signed_at), signed_now(1))
     assert store.get(db, sub.id).status == "subscribed"
-    report = handle_webhook(settings, db, body, sign(keys[0], body, "1"), "1")
+    report = handle_webhook(settings, db, body, sign(keys[0], body, signed_at), signed_at)
     assert report.status_changes == 1 and store.get(db, sub.id).status == "unsubscribed"
+
+
+# --- One bad event costs only itself (D13) -------------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BAD_EVENTS = {
+    # (what the bad event is, how it is written into the batch's JSON)
+    "a 40-digit subscriber id": lambda e: json.dumps({**e, "newsletter_subscriber": "9" * 40}),
+    "a 40-digit subscriber id as a number": lambda e: json.dumps(
+        {**e, "newsletter_subscriber": 10**40}
+    ),
+    "a timestamp of 1e20": lambda e: json.dumps({**e, "timestamp": 1e20}),
+    "a timestamp of 1e400 (infinity)": lambda e: json.dumps(e)[:-1] + ', "timestamp": 1e400}',
+    "a negative timestamp": lambda e: json.dumps({**e, "timestamp": -5}),
+    "deeply nested JSON in a field": lambda e: json.dumps(e)[:-1] + f', "x": {nested(100_000)}}}',
+    "a deeply nested entry": lambda e: nested(100_000),
+    "JSON nested 50 deep in a field": lambda e: json.dumps(e)[:-1] + f', "x": {nested(50)}}}',
+    "a 5000-digit number": lambda e: json.dumps(e)[:-1] + ', "n": ' + "7" * 5000 + "}",
+    "a broken entry": lambda e: '{"event": "bounce", "email": }',
+    "an email address as a list": lambda e: json.dumps({**e, "email": [e["email"]]}),
+}
+
+
+@pytest.mark.parametrize("write_bad", BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+def test_a_bad_event_in_a_signed_batch_is_skipped_and_logged_and_the_rest_applied(
+    client, db, people, keys, caplog, write_bad
+):
+    p = people
+    first = event("unsubscribe", p["unsub"], 1)
+    bad = event("bounce", p["bounced"], 2, type="bounce")
+    last = event("spamreport", p["spam"], 3)
+    body = f"[{json.dumps(first)}, {write_bad(bad)}, {json.dumps(last)}]".encode()
+
+    with caplog.at_level("WARNING", logger="newsletter.webhooks"):
+        response = post(client, keys[0], None, body=body)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert (report["received"], report["applied"], report["invalid"]) == (3, 2, 1)
+    assert store.get(db, p["unsub"].id).status == "unsubscribed"
+    assert store.get(db, p["spam"].id).status == "complained"
+    assert store.get(db, p["bounced"].id).status == "subscribed"  # the bad one: not applied
+    assert ledger(db, p["bounced"].id)["delivery"] is None
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("SendGrid webhook: event 2 of 3 skipped: ")
+    assert p["bounced"].email not in warning  # no personal data in the log
+
+
+def test_an_event_whose_type_is_not_text_is_ignored(client, db, people, keys):
+    odd = {**event("bounce", people["bounced"], 1), "event": ["bounce"]}
+    response = post(client, keys[0], [odd, event("spamreport", people["spam"], 2)])
+    assert response.status_code == 200
+    assert (response.get_json()["ignored"], response.get_json()["applied"]) == (1, 1)
+    assert store.get(db, people["bounced"].id).status == "subscribed"
+
+
+def test_a_batch_of_only_bad_events_is_still_answered_2xx(client, db, people, keys):
+    body = f'[{nested(50_000)}, {{"event": "bounce", "timestamp": 1e20}}]'.encode()
+    response = post(client, keys[0], None, body=body)
+    assert response.status_code == 200
+    assert response.get_json()["invalid"] == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"event": "bounce"}', b"[" * 100_000, b'[{"event": "bounce"}] trailing', b"", b"\xff["],
+    ids=["an object", "an unclosed list", "text after the list", "empty", "not UTF-8"],
+)
+def test_a_signed_body_that_is_not_a_list_of_events_is_400(client, db, people, keys, body):
+    before = snapshot(db)
+    response = post(client, keys[0], None, body=body)
+    assert response.status_code in (400, 403)  # (bytes that are not UTF-8 cannot be verified)
+    assert snapshot(db) == before
+
+
+# --- Freshness: a batch signed long ago is refused ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offset", [-601, -3600 * 24, 3600], ids=["10 min ago", "a day ago", "ahead"]
+)
+def test_a_batch_signed_outside_the_freshness_window_is_refused(client, db, people, keys, offset):
+    events = [event("unsubscribe", people["unsub"], 1)]
+    before = snapshot(db)
+
+    response = post(client, keys[0], events, timestamp=signed_now(offset))
+
+    assert response.status_code == 403
+    assert response.get_json()["error"] == (
+        "the webhook batch was not signed within the last 600 seconds"
+    )
+    assert snapshot(db) == before
+    # The same events signed now (SendGrid signs each retry afresh) are applied.
+    assert post(client, keys[0], events).get_json()["applied"] == 1
+
+
+def test_the_freshness_window_is_a_setting(workspace, db, people, keys, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", keys[1])
+    path = workspace / "newsletter.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "    sync_suppressions: true",
+            "    sync_suppressions: true\n    webhook_max_age: 60",
+        )
+    )
+    client = create_app(load_settings(path)).test_client()
+    events = [event("unsubscribe", people["unsub"], 1)]
+
+    assert post(client, keys[0], events, timestamp=signed_now(-120)).status_code == 403
+    assert post(client, keys[0], events, timestamp=signed_now(-30)).status_code == 200
+
+
+def test_freshness_boundary(settings, db, keys, monkeypatch):
+    from newsletter.webhooks import WebhookTooOld, handle_webhook
+
+    monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", keys[1])
+    sub = store.insert(db, "reader@example.com")
+    body = json.dumps([event("unsubscribe", sub, 1)]).encode()
+    signed_at = 1_800_000_000
+    signature = sign(keys[0], body, str(signed_at))
+    for now in (signed_at + 601, signed_at - 601):
+        with pytest.raises(WebhookTooOld):
+            handle_webhook(settings, db, body, signature, str(signed_at), now=now)
+    assert store.get(db, sub.id).status == "subscribed"
+    report = handle_webhook(settings, db, body, signature, str(signed_at), now=signed_at + 600)
+    assert report.status_changes == 1
+
+
+def test_freshness_setting_is_checked(workspace, run):
+    path = workspace / "newsletter.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "    sync_suppressions: true", "    sync_suppressions: true\n    webhook_max_age: 0"
+        )
+    )
+    result = run("check", ISSUE)
+    assert result.exit_code == 1
+    assert "field 'delivery.sendgrid.webhook_max_age'" in result.stderr

@@ -13,7 +13,7 @@ from ..compose import compose_issue
 from ..config import display_path
 from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, NewsletterError
-from ..render import Renderer, fill, preview_values, select_summaries, substitutions
+from ..render import Renderer, fill, preview_values, select_summaries
 from . import pass_app
 
 
@@ -116,7 +116,7 @@ def render(app, issue, topics, fmt, output, raw):
     email = Renderer(settings).render(issue_obj, selection)
     body = email.html if fmt == "html" else email.text
     if not raw:
-        body = fill(body, substitutions(preview_values(settings, chosen_topics)))
+        body = fill(body, email.substitutions(preview_values(settings, chosen_topics)))
     if output:
         write_atomically(output, body)
         click.echo(f"Wrote {output} ({len(body.encode('utf-8')) / 1024:.1f} KB)", err=True)

@@ -20,12 +20,9 @@ def serve(app, host, port):
     from ..web import create_app, run_server
 
     try:
-        secret_key(required=True)
-    except ConfigError:
-        raise ConfigError(
-            "newsletter serve refuses to start: NEWSLETTER_SECRET_KEY is not set (it must be "
-            "the secret that signed the links in the emails)"
-        ) from None
+        secret_key(required=True)  # it must also be the secret that signed the emails' links
+    except ConfigError as err:
+        raise ConfigError(f"newsletter serve refuses to start: {err}") from None
     web_app = create_app(app.settings)
     click.echo(f"Serving the preference centre on http://{host}:{port}/  (Ctrl+C to stop)")
     run_server(web_app, host, port)

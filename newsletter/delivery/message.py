@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
 from ..config import Settings
-from ..render import RenderedEmail, fill, substitutions, topics_phrase
+from ..render import RenderedEmail, fill, topics_phrase
 from ..store.subscribers import TopicChoice
 from ..tokens import LinkSigner, preferences_url, unsubscribe_url
 from .backends.base import LIST_UNSUBSCRIBE_POST, Batch, BatchResult, Recipient, SendRefused
@@ -162,7 +162,7 @@ def build_message(
     date=None,
 ) -> EmailMessage:
     """The recipient's complete message: multipart/alternative, text part first, then HTML."""
-    subs = substitutions(recipient.values)
+    subs = email.substitutions(recipient.values)
     msg = EmailMessage(policy=BUILD_POLICY)
     msg["Message-ID"] = message_id(settings, issue_id, recipient.subscriber_id)
     msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))

@@ -27,7 +27,6 @@ import sendgrid
 
 from ...config import Settings
 from ...errors import AuthenticationError, DeliveryError, PayloadRejected
-from ...render import substitutions
 from ..message import check_sender, list_id, one_line, wire_address
 from .base import (
     LIST_UNSUBSCRIBE_POST,
@@ -196,7 +195,7 @@ class SendGridBackend(BaseBackend):
             personalizations.append(
                 {
                     "to": [to],
-                    "substitutions": substitutions(r.values),
+                    "substitutions": batch.email.substitutions(r.values),
                     "headers": {
                         "List-Unsubscribe": f"<{r.unsubscribe_url}>",  # our own URL: one line
                         "List-Unsubscribe-Post": LIST_UNSUBSCRIBE_POST,
