@@ -14,9 +14,10 @@ import io
 import pytest
 
 from newsletter.store import subscribers as store
-from tests.test_import import HEADER
 
 MAX_NAME = 100
+
+HEADER = "email,name,topics,status\n"
 
 
 def exported(run) -> list[dict]:

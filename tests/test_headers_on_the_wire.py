@@ -18,8 +18,8 @@ from newsletter.config import load_settings
 from newsletter.delivery import RetryPolicy, send_issue
 from newsletter.store.subscribers import insert
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
-from tests.support.delivery import ISSUE, configure, database, parse
-from tests.test_backend_smtp import Recorder, free_port
+from tests.support.delivery import ISSUE, configure, database, free_port, parse
+from tests.support.smtp import Recorder
 
 # Decodes to "Bcc: victim@evil.example": written raw, a client shows that, and `To:` becomes a group.
 LOOKS_ENCODED = "=?utf-8?b?QmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?="

@@ -28,11 +28,12 @@ from tests.support.delivery import (
     configure,
     database,
     duplicates,
+    free_port,
     ledger_states,
     parse,
     text_part,
 )
-from tests.test_backend_smtp import Recorder, free_port
+from tests.support.smtp import Recorder
 
 QUICK = RetryPolicy(max_attempts=2, base=0.0, maximum=0.0)
 REPO = Path(__file__).resolve().parent.parent

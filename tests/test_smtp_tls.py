@@ -24,8 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from newsletter.delivery.message import list_id
 from newsletter.store import ledger as store
-from tests.support.delivery import ISSUE, configure, database
-from tests.test_backend_smtp import Recorder, free_port
+from tests.support.delivery import ISSUE, configure, database, free_port
+from tests.support.smtp import Recorder
 
 EXAMPLE_ELIGIBLE = 20  # subscribers.example.csv: 25 rows, 5 not on the list
 
