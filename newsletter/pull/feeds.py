@@ -130,10 +130,12 @@ def _parse_xml_feed(fetched: Fetched, max_entries: int) -> Feed:
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
     )
+    if not fetched.body.strip():
+        raise FeedError(fetched.url, "not a feed: the answer is empty")
     try:
         root = etree.fromstring(fetched.body, parser)
     except etree.XMLSyntaxError as exc:
-        raise FeedError(fetched.url, f"malformed XML: {exc}") from None
+        raise FeedError(fetched.url, f"malformed XML: {exc.msg}") from None
     if root is None:
         raise FeedError(fetched.url, "not a feed: the document is empty")
     name = etree.QName(root).localname
@@ -146,8 +148,8 @@ def _parse_xml_feed(fetched: Fetched, max_entries: int) -> Feed:
     items = [] if holder is None else _entry_elements(holder)
     body = fetched.body
     if len(items) > max_entries:
-        for extra in items[max_entries:]:
-            extra.getparent().remove(extra)
+        extra = set(items[max_entries:])
+        holder[:] = [el for el in holder if el not in extra]  # one pass: remove() is O(n) each
         body = etree.tostring(root, encoding="utf-8", xml_declaration=True)
     parsed = feedparser.parse(
         body,
@@ -204,14 +206,15 @@ def _xml_entry(raw, base: str) -> FeedEntry:
     if content is None and summary_detail.get("type") == "text/html":
         # RSS often carries the whole text in <description>: it may hold the sections.
         content = raw.get("summary")
-    stamp = raw.get("published") or raw.get("updated")
-    parsed_stamp = raw.get("published_parsed") or raw.get("updated_parsed")
+    stamp = raw.get("published") or dict.get(raw, "updated")
+    parsed_stamp = raw.get("published_parsed") or dict.get(raw, "updated_parsed")
     return FeedEntry(
         entry_id=entry_id,
         link=link,
         title=one_line(fragment_text(raw.get("title") or "")) or None,
         published=_date(stamp, parsed_stamp),
-        updated=raw.get("updated") or raw.get("published"),
+        # dict.get: FeedParserDict maps a missing `updated` to `published`, with a warning.
+        updated=dict.get(raw, "updated") or raw.get("published"),
         categories=tuple(
             one_line(tag.get("term") or tag.get("label") or "")
             for tag in raw.get("tags") or []
