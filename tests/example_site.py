@@ -204,6 +204,7 @@ class ExampleSite:
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         self.streamed: dict[str, int] = {}  # bytes actually sent by a `stream` answer
         self.release = threading.Event()
+        self.hanging = threading.Event()  # set when an answer starts to wait for `release`
         self._updated: dict[str, dt.datetime] = {}
         self._many: dict[int, bytes] = {}
         self._lock = threading.Lock()
@@ -445,6 +446,7 @@ class ExampleSite:
 
     def _answer(self, path: str, answer: Answer, request: Request) -> Response:
         if answer.hang:
+            self.hanging.set()
             self.release.wait(timeout=60)
         if answer.redirect:
             return Response("", status=302, headers={"Location": answer.redirect})

@@ -195,8 +195,12 @@ class PullState(BaseModel):
         return {rec.summary: entry_id for entry_id, rec in self.entries.items()}
 
     def save(self, path: Path) -> None:
-        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
-        write_atomically(path, text + "\n")
+        """Write the state (atomically), unless the file already says exactly this."""
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if path.read_text(encoding="utf-8") == text:
+                return
+        write_atomically(path, text)
 
 
 @contextlib.contextmanager

@@ -198,9 +198,11 @@ class _Pull:
             self.run_updates(feed.entries)
             return
         self.run_pull(feed.entries)
-        # Keep the feed's validators only when everything in it was dealt with: after a failure
-        # or with entries left for later, the next pull must read the whole feed again.
-        if self.complete and not self.report.failed and not self.report.dry_run:
+        # Keep the feed's validators only when everything in it was dealt with: after a failure,
+        # with entries left for later or a change not yet taken, the next pull must read the
+        # whole feed again (and so report the change again) rather than stop at a 304.
+        settled = self.complete and not self.report.failed and not self.report.of("changed")
+        if settled and not self.report.dry_run:
             self.state.feeds[url] = FeedValidators(
                 etag=fetched.headers.get("etag"),
                 last_modified=fetched.headers.get("last-modified"),
