@@ -13,9 +13,7 @@ from tests.test_compose import NEWEST_EIGHT
 from tests.test_render import GOLDEN
 
 
-def test_pulled_summaries_compose_check_and_render_to_the_golden_text(
-    example_site, workspace, run
-):
+def test_pulled_summaries_compose_check_and_render_to_the_golden_text(example_site, workspace, run):
     settings = configure(workspace, example_site)  # no summaries: everything comes from the site
     for path in (workspace / "issues").glob("*.yaml"):
         path.unlink()
