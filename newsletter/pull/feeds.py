@@ -30,6 +30,7 @@ ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9, "
     "application/json;q=0.8, text/xml;q=0.8, */*;q=0.1"
 )
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 FORMATS = {
     "rss20": "RSS 2.0",
     "rss10": "RSS 1.0",
@@ -201,9 +202,9 @@ def _xml_entry(raw, base: str) -> FeedEntry:
         if part.get("type") in ("text/html", "application/xhtml+xml") and part.get("value"):
             content = part["value"]
             break
-    summary_detail = raw.get("summary_detail") or {}
-    summary = fragment_text(raw.get("summary") or "") or None
-    if content is None and summary_detail.get("type") == "text/html":
+    # Without a <description>, feedparser gives the content as the summary too: not a teaser.
+    summary = None if content and raw.get("summary") == content else _text_of(raw, "summary")
+    if content is None and (raw.get("summary_detail") or {}).get("type") in HTML_TYPES:
         # RSS often carries the whole text in <description>: it may hold the sections.
         content = raw.get("summary")
     stamp = raw.get("published") or dict.get(raw, "updated")
@@ -211,7 +212,7 @@ def _xml_entry(raw, base: str) -> FeedEntry:
     return FeedEntry(
         entry_id=entry_id,
         link=link,
-        title=one_line(fragment_text(raw.get("title") or "")) or None,
+        title=_text_of(raw, "title"),
         published=_date(stamp, parsed_stamp),
         # dict.get: FeedParserDict maps a missing `updated` to `published`, with a warning.
         updated=dict.get(raw, "updated") or raw.get("published"),
@@ -223,6 +224,14 @@ def _xml_entry(raw, base: str) -> FeedEntry:
         summary=summary,
         content_html=content,
     )
+
+
+def _text_of(raw, key: str) -> str | None:
+    """An entry's title or summary as plain text (feedparser says whether it is HTML)."""
+    value = raw.get(key) or ""
+    if (raw.get(f"{key}_detail") or {}).get("type") in HTML_TYPES:
+        value = fragment_text(value)
+    return one_line(value) or None
 
 
 def _absolute(link: str | None, base: str) -> str | None:

@@ -37,6 +37,8 @@ from .files import (
 
 DEFAULT_MAX = 50
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+HTML_TYPES = ("text/html", "application/xhtml+xml", "")  # "": no Content-Type; try it as HTML
+TEASER_MAX = 200
 
 
 @dataclass
@@ -477,6 +479,8 @@ class _Pull:
         if found is None:
             try:
                 fetched = self.fetcher.get(entry.link, accept=PAGE_ACCEPT)
+                if fetched.content_type not in HTML_TYPES:
+                    raise FetchError(entry.link, f"not an HTML page ({fetched.content_type})")
                 html = decode_page(fetched)
             except FetchError as exc:
                 self.fail(entry.link, exc.reason, summary_id)
@@ -486,11 +490,13 @@ class _Pull:
             if missing:
                 self.fail(entry.link, "; ".join(missing), summary_id)
                 return None, []
-        headline = found.headline or entry.summary
-        teaser = found.teaser or (entry.summary if entry.summary != entry.content_html else None)
+        # A feed's summary is a teaser when it is short; a long one is the text itself.
+        teaser = found.teaser or (
+            entry.summary if entry.summary and len(entry.summary) <= TEASER_MAX else None
+        )
         fields = {
             "title": found.title or entry.title,
-            "headline": headline,
+            "headline": found.headline,
             "date": found.date or entry.published,
             "journal": found.journal,
             "topics": topics,
@@ -498,7 +504,7 @@ class _Pull:
             "findings": found.findings,
             "why_it_matters": found.why_it_matters,
             "limitations": found.limitations,
-            "teaser": teaser if teaser and teaser != headline else None,
+            "teaser": teaser if teaser != found.headline else None,
             "source_url": found.source_url,
         }
         absent = [name for name in ("title", "date") if not fields[name]]
