@@ -205,6 +205,7 @@ class ExampleSite:
         self.streamed: dict[str, int] = {}  # bytes actually sent by a `stream` answer
         self.release = threading.Event()
         self.hanging = threading.Event()  # set when an answer starts to wait for `release`
+        self.stream_ended = threading.Event()  # set when a `stream` answer stops sending
         self._updated: dict[str, dt.datetime] = {}
         self._many: dict[int, bytes] = {}
         self._lock = threading.Lock()
@@ -472,6 +473,7 @@ class ExampleSite:
                     sent += len(piece)
             finally:
                 self.streamed[path] = sent
+                self.stream_ended.set()
 
         headers = {"Content-Length": str(answer.stream)} if answer.declare_length else {}
         return Response(

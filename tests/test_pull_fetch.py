@@ -76,6 +76,7 @@ def test_a_50_mb_page_is_refused_at_the_size_cap(example_site, workspace, declar
     assert sorted(actions(report)["new"]) == sorted(set(ALL) - {SLUG})
     assert f"{SLUG}.yaml" not in summary_files(workspace)
     # The client stopped reading: the server could not send the whole 50 MB.
+    assert example_site.stream_ended.wait(timeout=60)
     assert example_site.streamed[f"/summaries/{SLUG}"] < size
 
 
@@ -161,3 +162,14 @@ def test_fetcher_refuses_urls_that_are_not_http(settings):
     with Fetcher(settings.source, "test") as fetcher, pytest.raises(FetchError) as err:
         fetcher.get("file:///etc/passwd")
     assert str(err.value) == "file:///etc/passwd: not an http(s) URL"
+
+
+def test_a_feed_over_the_size_cap_is_refused(example_site, workspace, run):
+    configure(workspace, example_site, max_bytes=2**20)
+    example_site.answer("/feed.xml", stream=3 * 2**20)
+    result = run("summaries", "pull")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {example_site.url}/feed.xml: larger than the 1 MB limit (source.max_bytes)\n"
+    )
+    assert summary_files(workspace) == {}

@@ -67,10 +67,12 @@ def test_a_second_pull_from_a_server_without_conditional_get_writes_nothing(
     example_site.answer("/feed.xml", headers={})  # the feed, but no ETag / Last-Modified
     assert not pull(settings).failed
     before = snapshot(workspace)
+    requests = len(example_site.requests)
     report = pull(settings)
     assert (report.not_modified, report.items, report.unchanged) == (False, [], len(ALL))
     assert snapshot(workspace) == before
-    assert not [p for p, _ in example_site.requests[len(ALL) + 2 :] if "/summaries/" in p]
+    assert [p for p, _ in example_site.requests[requests:]] == ["/feed.xml"]  # no page
+    assert example_site.requested("/feed.xml")[1].get("If-None-Match") is None
 
 
 def test_dry_run_lists_what_would_be_written_and_writes_nothing(example_site, workspace, run):
