@@ -7,11 +7,14 @@ written, updated, changed on the site, skipped or failed, and why. Failures are 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..pull import PullReport, pull_summaries
-from ..pull.run import DEFAULT_MAX
 from . import pass_app
+
+if TYPE_CHECKING:
+    from ..pull import PullReport
 
 SHOWN_SKIPS = 20  # skipped entries listed one by one; the rest are counted
 LABELS = {
@@ -61,6 +64,8 @@ def print_report(report: PullReport) -> None:
 
 def run_pull(app, feed_url=None, **options) -> PullReport:
     """Pull, print the report, and exit 1 when anything failed (for `compose --pull` too)."""
+    from ..pull import pull_summaries  # feedparser, httpx, lxml: only for the commands that pull
+
     report = pull_summaries(app.settings, feed_url, **options)
     print_report(report)
     if report.failed:
@@ -80,9 +85,7 @@ def summaries() -> None:
     "--max",
     "max_items",
     type=click.IntRange(1, 10_000),
-    default=DEFAULT_MAX,
-    show_default=True,
-    help="Fetch at most N entries in this pull; the rest wait for the next one.",
+    help="Fetch at most N entries in this pull (default 50); the rest wait for the next one.",
 )
 @click.option(
     "--default-topic",
