@@ -6,6 +6,7 @@ Secrets are never read from here: they come from the environment (see `secret_ke
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -134,6 +135,30 @@ class DeliverySettings(Strict):
     sendgrid: SendGridSettings = SendGridSettings()
 
 
+class PageLabels(Strict):
+    """How a summary page names its parts: section headings and the labels of its details."""
+
+    findings: OneLine = "What the study found"
+    why_it_matters: OneLine = "Why it matters"
+    limitations: OneLine = "Limitations"
+    journal: OneLine = "Journal"
+    paper: OneLine = "Original paper"
+
+
+class SourceSettings(Strict):
+    """Where `newsletter summaries pull` finds new summaries: the site's feed and pages."""
+
+    feed_url: AnyHttpUrl | None = None
+    # The site's categories (tags) → our topic slugs; matched ignoring case.
+    topics: dict[str, Slug] = {}
+    since: dt.date | None = None  # default: the date of the first pull
+    labels: PageLabels = PageLabels()
+    timeout: float = Field(20.0, gt=0, le=300)  # seconds, for each feed or page
+    max_bytes: int = Field(10 * 2**20, ge=1024)  # a larger feed or page is refused
+    max_redirects: int = Field(5, ge=0, le=20)
+    max_feed_entries: int = Field(1000, ge=1)  # entries read from one feed (bounded work)
+
+
 class Paths(Strict):
     summaries: Path = Path("summaries")
     issues: Path = Path("issues")
@@ -141,6 +166,7 @@ class Paths(Strict):
     outbox: Path = Path("outbox")
     database: Path = Path("newsletter.db")
     site: Path = Path("site")  # the built public archive (`newsletter archive build`)
+    pull_state: Path = Path("pull-state.json")  # what `summaries pull` has pulled (commit it)
 
 
 class SignupSettings(Strict):
@@ -165,6 +191,7 @@ class Settings(Strict):
     max_html_kb: int = Field(90, ge=10)
     paths: Paths = Paths()
     delivery: DeliverySettings = DeliverySettings()
+    source: SourceSettings = SourceSettings()
     # Where the settings file lives; relative paths are resolved against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -179,6 +206,16 @@ class Settings(Strict):
                 raise ValueError("'all' is reserved (it means every topic) and cannot be a slug")
             seen.add(topic.slug)
         return topics
+
+    @model_validator(mode="after")
+    def _source_topics_known(self) -> Settings:
+        unknown = sorted(set(self.source.topics.values()) - set(self.topic_slugs))
+        if unknown:
+            raise ValueError(
+                f"source.topics maps to unknown topic {', '.join(map(repr, unknown))} "
+                f"(known topics: {', '.join(self.topic_slugs)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -41,6 +41,21 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEASER_LENGTH = 100
 
 
+class PullSource(BaseModel):
+    """Where a pulled summary came from (`newsletter summaries pull` writes it; editors leave it).
+
+    `content_hash` is the hash of the summary's fields as pulled: a file whose fields no longer
+    match it has been edited, and a pull never overwrites it without `--force`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry_id: OneLine
+    page_url: AnyHttpUrl
+    fetched_at: dt.datetime
+    content_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
 class Summary(BaseModel):
     """One plain-language research summary. All text is plain text, escaped wherever it lands."""
 
@@ -58,6 +73,7 @@ class Summary(BaseModel):
     limitations: Text
     teaser: OneLine | None = None
     source_url: AnyHttpUrl | None = None
+    source: PullSource | None = None  # only in pulled summaries
 
     @field_validator("date", mode="before")
     @classmethod

@@ -74,6 +74,10 @@ class PayloadRejected(DeliveryError):
     """The provider refused a request as malformed (400/413): a bug in what we sent."""
 
 
+class PullError(NewsletterError):
+    """`summaries pull` cannot run at all (no feed given, another pull running, unreadable state)."""
+
+
 class TokenError(NewsletterError):
     """A signed link is forged, truncated, altered, or for another purpose."""
 

@@ -115,3 +115,17 @@ def browser():
         instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
+
+
+@pytest.fixture
+def example_site():
+    """The example summaries site (`tests/example_site.py`) served on 127.0.0.1."""
+    from tests.example_site import ExampleSite
+
+    site = ExampleSite()
+    with serving(site) as url:
+        site.url = url
+        try:
+            yield site
+        finally:
+            site.release.set()  # let any answer held back for a timeout test finish

@@ -80,9 +80,9 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from . import archive, editor, sending, subscribers, web
+    from . import archive, editor, sending, subscribers, summaries, web
 
-    for module in (editor, sending, subscribers, web, archive):
+    for module in (editor, sending, subscribers, summaries, web, archive):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -47,10 +47,15 @@ def write_atomically(path: Path, text: str) -> None:
 @click.option("--id", "issue_id", help="Issue id (default: YYYY-MM of the issue date).")
 @click.option("--max", "max_summaries", type=click.IntRange(1, 50), help="At most N summaries.")
 @click.option("--force", is_flag=True, help="Overwrite an existing issue file (never a sent one).")
+@click.option("--pull", is_flag=True, help="First pull new summaries from the site's feed.")
 @pass_app
-def compose(app, on_date, issue_id, max_summaries, force):
+def compose(app, on_date, issue_id, max_summaries, force, pull):
     """Pick the latest summaries and write issues/<id>.yaml."""
     settings = app.settings
+    if pull:
+        from .summaries import run_pull
+
+        run_pull(app)  # exits 1, composing nothing, if the pull failed
 
     def is_locked(candidate: str) -> bool:
         if not settings.paths.database.exists():
