@@ -22,7 +22,7 @@ from mjml import mjml2html
 
 from newsletter.config import load_settings
 from newsletter.content import load_issue, load_summaries, resolve_summaries
-from newsletter.render import Renderer, fill, preview_values, select_summaries, substitutions
+from newsletter.render import Renderer, fill, preview_values, select_summaries
 from tests.conftest import REPO
 
 # The example issue, as three readers get it: every topic (featured + 7 cards), two topics whose
@@ -47,7 +47,7 @@ def rendered():
     for name, topics in SELECTIONS.items():
         chosen = select_summaries(summaries, topics)
         email = renderer.render(issue, chosen)
-        html = fill(email.html, substitutions(preview_values(settings, topics)))
+        html = fill(email.html, email.substitutions(preview_values(settings, topics)))
         out[name] = (html, chosen)
     return issue, out
 
