@@ -167,9 +167,14 @@ def holding(db: Database, subscriber: Subscriber) -> str | None:
     return hold
 
 
+def is_held(subscriber: Subscriber, hold: str | None) -> bool:
+    """The `held` of the table: unsubscribed, over a hold (see `holding`)."""
+    return subscriber.status == UNSUBSCRIBED and hold is not None
+
+
 def may(db: Database, subscriber: Subscriber, source: Source, wanted: str) -> bool:
     """Whether asking for `wanted` would change the status (for offering a button or not)."""
-    held = holding(db, subscriber) is not None
+    held = is_held(subscriber, holding(db, subscriber))
     return decide(source, subscriber.status, wanted, held) == "change"
 
 
@@ -212,7 +217,7 @@ def change(
         if current is None:
             raise SubscriberError(f"no subscriber with id {sid}")
         hold = holding(db, current)
-        verdict = decide(source, current.status, wanted, held=hold is not None)
+        verdict = decide(source, current.status, wanted, held=is_held(current, hold))
         if verdict == "refuse":
             raise StatusRefused(_refusal(source, current, hold))
         if verdict != "change":

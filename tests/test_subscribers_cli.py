@@ -200,6 +200,16 @@ def test_resubscribe_refuses_an_unsubscribe_that_followed_a_bounce(run, db):
     assert forced.stdout == "Resubscribed b@example.org (was unsubscribed)\n"
 
 
+def test_resubscribe_names_the_latest_stop_under_an_unsubscribe(workspace, run, db):
+    sub = store.insert(db, "b@example.org")
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
+    store.set_status(db, sub.id, "complained", "sendgrid", "SendGrid spam report")
+    (workspace / "fix.csv").write_text("email,status\nb@example.org,unsubscribed\n")
+    assert "1 updated" in run("subscribers", "import", "fix.csv", "--resubscribe").stdout
+    refused = run("subscribers", "resubscribe", "b@example.org")
+    assert "is unsubscribed after a spam complaint: only an admin clears" in refused.stderr
+
+
 def test_library_resubscribes_only_when_asked(settings, db):
     sub = store.insert(db, "a@example.org")
     assert subs.unsubscribe(db, sub.id, reason="asked by phone")

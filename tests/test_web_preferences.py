@@ -201,6 +201,23 @@ def test_no_subscribe_again_by_link_when_an_unsubscribe_followed_a_bounce(client
     ]
 
 
+def test_after_an_admin_clears_a_bounce_a_later_unsubscribe_can_be_undone_by_link(client, db, run):
+    sub = store.insert(db, "back@example.com", topics={"genetics"})
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce: 550 5.1.1")
+    cleared = run(
+        "subscribers", "resubscribe", "back@example.com", "--force", "--reason", "new mailbox"
+    )
+    assert cleared.exit_code == 0
+    client.post(url(sub, "unsubscribe"), data={"List-Unsubscribe": "One-Click"})
+    assert store.get(db, sub.id).status == "unsubscribed"
+
+    # The bounce was cleared before this unsubscribe, so it is their own choice to undo.
+    assert "Subscribe again" in client.get(url(sub)).get_data(as_text=True)
+    response = client.post(url(sub).replace("/preferences/", "/resubscribe/"))
+    assert response.status_code == 200
+    assert store.get(db, sub.id).status == "subscribed"
+
+
 def form_fields(html: str) -> tuple[str, dict]:
     """The topics form as a browser would submit it with its (only) submit button."""
     form = re.search(

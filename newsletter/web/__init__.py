@@ -186,8 +186,9 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
         prefs.save_topics(db(), subscriber, topics)
         # Only the explicit button resubscribes: a form from before a one-click unsubscribe
         # (still open in a tab) saves topics and nothing else.
-        resubscribed = bool(request.form.get("subscribe_again")) and prefs.resubscribe(
-            db(), subscriber
+        resubscribed = (
+            bool(request.form.get("subscribe_again"))
+            and prefs.resubscribe(db(), subscriber) == "changed"
         )
         subscriber = store_subscribers.get(db(), subscriber.id)
         labels = settings.topic_labels
@@ -238,15 +239,14 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
     @app.post("/resubscribe/<token>")
     def resubscribe(token: str):
         subscriber = subscriber_for(token, "preferences")
-        changed = prefs.resubscribe(db(), subscriber)
+        outcome = prefs.resubscribe(db(), subscriber)
         subscriber = store_subscribers.get(db(), subscriber.id)
-        refused = not changed and subscriber.status != "subscribed"
         return page(
             "resubscribed",
-            409 if refused else 200,
+            409 if outcome == "refused" else 200,
             email=subscriber.email,
             status=subscriber.status,
-            resubscribed=changed,
+            resubscribed=outcome == "changed",
             stopped_because=prefs.stopped_because(db(), subscriber),
             **links(subscriber),
         )

@@ -77,10 +77,10 @@ def can_resubscribe(db: Database, subscriber: Subscriber) -> bool:
     return rules.may(db, subscriber, rules.Source.SUBSCRIBE_AGAIN, "subscribed")
 
 
-def resubscribe(db: Database, subscriber: Subscriber) -> bool:
-    """The explicit "Subscribe again"; False when refused or already subscribed."""
+def resubscribe(db: Database, subscriber: Subscriber) -> str:
+    """The explicit "Subscribe again": `changed`, `unchanged` (already subscribed) or `refused`."""
     try:
-        outcome = rules.change(
+        return rules.change(
             db,
             subscriber,
             rules.Source.SUBSCRIBE_AGAIN,
@@ -88,14 +88,13 @@ def resubscribe(db: Database, subscriber: Subscriber) -> bool:
             "subscribed again on the preference page",
         )
     except rules.StatusRefused:
-        return False
-    return outcome == "changed"
+        return "refused"
 
 
 def stopped_because(db: Database, subscriber: Subscriber) -> str:
     """Why no email goes to this subscriber (empty when subscribed); a bounce, complaint or
     invalid address under a later unsubscribe is named, since it is why no link restarts it."""
-    return STOPPED_BECAUSE[rules.holding(db, subscriber) or subscriber.status]
+    return STOPPED_BECAUSE.get(rules.holding(db, subscriber) or subscriber.status, "")
 
 
 STOPPED_BECAUSE = {
