@@ -95,8 +95,8 @@ HISTORY_SOURCE: dict[Source, store.Source] = {
     Source.SYNC: "sendgrid",
 }
 # Sources whose refusal is an error the user sees; the others keep the status quietly.
+# (`add` refuses an existing address before it asks: `newsletter.subscribers.add`.)
 REFUSING = frozenset({Source.ADMIN_ADD, Source.ADMIN_RESUBSCRIBE, Source.SUBSCRIBE_AGAIN})
-PROVIDER = frozenset({Source.WEBHOOK, Source.SYNC})
 
 
 class StatusRefused(SubscriberError):
@@ -139,8 +139,6 @@ def decide(source: Source, current: str | None, wanted: str, held: bool = False)
     status quietly, or refuse (an error for the user)."""
     if wanted not in STATUSES:
         raise SubscriberError(f"unknown status {wanted!r} (expected one of {', '.join(STATUSES)})")
-    if current is not None and source == Source.ADMIN_ADD:
-        return "refuse"
     if wanted == current:
         return "same"
     if wanted in allowed(source, current, held):
@@ -184,7 +182,8 @@ def came_back_after(db: Database, subscriber: Subscriber, at: str | None) -> boo
     if at is None or subscriber.status != SUBSCRIBED:
         return False
     changes = [h for h in store.history(db, subscriber.id) if h["field"] == "status"]
-    return bool(changes) and changes[-1]["new_value"] == SUBSCRIBED and changes[-1]["at"] > at
+    # Someone subscribed whose status ever changed: their last change was the return.
+    return bool(changes) and changes[-1]["at"] > at
 
 
 Outcome = Literal["changed", "unchanged", "kept", "stale"]
@@ -222,7 +221,7 @@ def change(
             raise StatusRefused(_refusal(source, current, hold))
         if verdict != "change":
             return "unchanged" if verdict == "same" else "kept"
-        if source in PROVIDER and came_back_after(db, current, at):
+        if came_back_after(db, current, at):  # `at` comes only with a SendGrid report
             return "stale"
         if source == Source.ADMIN_FORCE:
             reason = f"--force: {reason.strip()}"

@@ -269,6 +269,17 @@ def test_only_the_latest_return_counts_in_a_long_history(settings, db, fake, clo
     assert status_changes(db, "often@example.com")[-1] == (iso_from_epoch(T0 + 45), "bounced")
 
 
+def test_a_complaint_dated_before_an_unsubscribe_still_counts(settings, db, fake, clock):
+    # Only a return to `subscribed` makes older reports stale; an unsubscribe is no return.
+    add(db, "angry@example.com")
+    clock["now"] = T0 + 100
+    assert subs.unsubscribe(db, "angry@example.com")
+    fake.set_suppressions("spam_reports", [{"email": "angry@example.com", "created": T0 + 50}])
+    report = sync_suppressions(settings, db)
+    assert status_of(db, "angry@example.com") == "complained"
+    assert report.changed == 1
+
+
 @pytest.mark.parametrize(("created", "stays"), [(-1, "subscribed"), (0, "unsubscribed")])
 def test_an_entry_from_the_second_of_the_resubscribe(settings, db, fake, clock, created, stays):
     # Within one second the order cannot be told: the suppression wins, so that no one who
