@@ -226,21 +226,26 @@ def status_changes(db, email):
 def test_an_entry_dated_between_an_unsubscribe_and_a_resubscribe_does_not_undo_it(
     settings, db, fake, clock
 ):
-    add(db, "back@example.com")
-    fake.set_suppressions("unsubscribes", [{"email": "back@example.com", "created": T0 - 50}])
-    clock["now"] = T0  # the sync records their unsubscribe
+    people = ["back@example.com", "also@example.com"]
+    for email in people:
+        add(db, email)
+    fake.set_suppressions("unsubscribes", [{"email": e, "created": T0 - 50} for e in people])
+    clock["now"] = T0  # the sync records their unsubscribes
     sync_suppressions(settings, db)
     clock["now"] = T0 + 100  # they come back
-    assert subs.resubscribe(db, "back@example.com", reason="wrote to us")
-    # A spam report dated in between (stronger than anything) shows up on the next sync.
-    fake.set_suppressions("spam_reports", [{"email": "back@example.com", "created": T0 + 50}])
+    for email in people:
+        assert subs.resubscribe(db, email, reason="wrote to us")
+    # Spam reports dated in between (stronger than anything) show up on the next sync.
+    fake.set_suppressions("spam_reports", [{"email": e, "created": T0 + 50} for e in people])
     clock["now"] = T0 + 200
     report = sync_suppressions(settings, db)
-    assert status_of(db, "back@example.com") == "subscribed"
+    assert [status_of(db, e) for e in people] == ["subscribed", "subscribed"]
     by_name = {item.name: item for item in report.lists}
-    assert by_name["spam_reports"].resubscribed == 1
-    assert by_name["unsubscribes"].resubscribed == 1
+    assert by_name["spam_reports"].resubscribed == 2
+    assert by_name["unsubscribes"].resubscribed == 2
     assert report.changed == 0
+    assert "spam_reports: 2 entries since" in report.lines()[0]
+    assert report.lines()[0].endswith(", 2 resubscribed since")
 
 
 def test_only_the_latest_return_counts_in_a_long_history(settings, db, fake, clock):
