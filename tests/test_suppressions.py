@@ -185,6 +185,9 @@ def test_never_resubscribes_and_never_weakens(settings, db, fake):
     assert status_of(db, "gone@example.com") == "unsubscribed"  # their own choice stays
     assert status_of(db, "bounced@example.com") == "complained"  # a complaint outranks a bounce
     assert report.changed == 1
+    assert "bounces: 2 entries since all time; 0 set bounced, 2 already so, 0 not subscribers" in (
+        report.lines()
+    )
 
 
 def test_address_on_two_lists_gets_the_stronger_status(settings, db, fake):
