@@ -49,8 +49,14 @@ from .store import subscribers as store
 from .store.migrations import SUBSCRIBER_STATUSES
 from .store.subscribers import Subscriber, TopicChoice
 
-SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED, INVALID = SUBSCRIBER_STATUSES
-STATUSES = SUBSCRIBER_STATUSES
+SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED, INVALID = (
+    "subscribed",
+    "unsubscribed",
+    "bounced",
+    "complained",
+    "invalid",
+)
+STATUSES = SUBSCRIBER_STATUSES  # a status added there needs its row and column here
 
 # How strongly a status keeps mail away (see the module docstring).
 STRENGTH = {SUBSCRIBED: 0, BOUNCED: 1, INVALID: 1, UNSUBSCRIBED: 2, COMPLAINED: 3}
