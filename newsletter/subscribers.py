@@ -1,8 +1,9 @@
 """Subscribers and their topic preferences: CSV import and export, and the admin operations.
 
-The rules live here (addresses are checked with email-validator, topics come from the settings, an
-import never undoes an unsubscribe); the SQL lives in `newsletter.store.subscribers`. The CLI calls
-one function of this module per command.
+The rules about addresses and topics live here (addresses are checked with email-validator, topics
+come from the settings); who may change a status, from what to what, is `newsletter.status_rules`;
+the SQL lives in `newsletter.store.subscribers`. The CLI calls one function of this module per
+command.
 
 CSV format: header `email,name,topics,status` (`email` required, the others optional, any order);
 `topics` is `;`-separated slugs, `all`, or empty (= all); `status` empty means `subscribed`. UTF-8
@@ -26,18 +27,17 @@ from typing import BinaryIO, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
+from . import status_rules as rules
 from .config import Settings, display_path
 from .errors import ImportRefused, SubscriberError
 from .store import Database, now
 from .store import subscribers as store
 from .store.migrations import SUBSCRIBER_STATUSES
-from .store.subscribers import ALL, Source, Subscriber, TopicChoice, decode_topics, encode_topics
+from .store.subscribers import ALL, Subscriber, TopicChoice, decode_topics, encode_topics
 
 CSV_COLUMNS = ("email", "name", "topics", "status")
 STATUSES = SUBSCRIBER_STATUSES
 SUBSCRIBED = "subscribed"
-# Statuses that an import (or any caller not asking for it explicitly) never turns back into SUBSCRIBED.
-NOT_SUBSCRIBED = tuple(s for s in STATUSES if s != SUBSCRIBED)
 HEADER = ",".join(CSV_COLUMNS)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -395,9 +395,7 @@ class ImportResult:
     updated: int = 0  # existing subscribers with a changed name, topics or status
     unchanged: int = 0
     refused: int = 0  # invalid rows, not imported (only with skip_invalid: otherwise nothing is)
-    kept_status: int = (
-        0  # rows asking to resubscribe someone who left: status kept, as the rule says
-    )
+    kept_status: int = 0  # rows asking for a weaker status (say, subscribed for a leaver): kept
     problems: list[str] = field(default_factory=list)  # why each refused row was refused
 
 
@@ -412,7 +410,6 @@ def import_csv(
     dry_run: bool = False,
     skip_invalid: bool = False,
     resubscribe: bool = False,
-    source: Source = "import",
     batch_size: int = 5000,
     on_batch: ProgressHook | None = None,
 ) -> ImportResult:
@@ -422,10 +419,11 @@ def import_csv(
     topics, statuses); any problem raises ImportRefused listing them all, and nothing is written,
     unless `skip_invalid`, which imports the valid rows and lists the others in `problems`.
     Then the valid rows are applied: new addresses are added; existing subscribers get the file's
-    name, topics and status, except that a subscriber who left (unsubscribed, bounced,
-    complained, invalid) is never made `subscribed` again unless `resubscribe`. A column the
-    file lacks leaves that field alone; an empty cell means no name, all topics, `subscribed`.
-    History records every change with `source` and the file and line as the reason.
+    name and topics, and its status as `newsletter.status_rules` allows an import: never a
+    weaker one (a leaver is never made `subscribed` again, a spam complaint never becomes an
+    unsubscribe) unless `resubscribe`. A column the file lacks leaves that field alone; an empty
+    cell means no name, all topics, `subscribed`. History records every change with source
+    `import` and the file and line as the reason.
 
     `on_batch(done, total)` is called after each batch of `batch_size` rows is applied, inside the
     transaction: for progress, and for tests, since an exception from it rolls everything back.
@@ -473,7 +471,7 @@ def import_csv(
                         reason = f"imported from {shown}:{staged.line}"
                         _plan_row(staged, batch, result, resubscribe, reason)
                     if not dry_run:
-                        store.write_import_batch(db, batch, at, source)
+                        rules.write_import(db, batch, at)
                     done += len(page)
                     if on_batch is not None:
                         on_batch(done, total)
@@ -494,9 +492,12 @@ def _plan_row(
     resubscribe: bool,
     reason: str,
 ) -> None:
-    """Decide what one valid row changes; the rules of the import are all here."""
+    """Decide what one valid row changes; the status as `newsletter.status_rules` says."""
+    source = rules.Source.IMPORT_RESUBSCRIBE if resubscribe else rules.Source.IMPORT
     if row.current_id is None:
         status = row.status or SUBSCRIBED
+        if rules.decide(source, None, status) != "change":
+            raise SubscriberError(f"{reason}: an import cannot add a subscriber as {status}")
         batch.new.append((row.email, row.name or "", row.topics or ALL, status, reason))
         result.added += 1
         return
@@ -507,11 +508,16 @@ def _plan_row(
     if row.topics is not None and row.topics != row.current_topics:
         batch.topics.append((row.current_id, row.current_topics, row.topics))
         changed = True
-    if row.status is not None and row.status != row.current_status:
-        if row.status == SUBSCRIBED and not resubscribe:
+    if row.status is not None:
+        # Whether an unsubscribe holds over a bounce never matters to an import (held=False):
+        # it resubscribes no one without --resubscribe, which is the admin's override.
+        verdict = rules.decide(source, row.current_status, row.status)
+        if verdict == "keep":
             # An old list re-imported must never undo anyone's unsubscribe, bounce or complaint.
             result.kept_status += 1
-        else:
+        elif verdict == "change":
+            if rules.decide(rules.Source.IMPORT, row.current_status, row.status) != "change":
+                reason += " (--resubscribe)"
             batch.statuses.append((row.current_id, row.current_status, row.status, reason))
             changed = True
     if changed:
@@ -588,7 +594,6 @@ def add(
     email: str,
     name: str = "",
     topics: str | Iterable[str] = ALL,
-    source: Source = "cli",
 ) -> Subscriber:
     """Add a new subscribed subscriber; SubscriberError when the address exists (whatever its status)."""
     address = normalise_address(email)
@@ -601,7 +606,7 @@ def add(
             "use set-topics to change topics, or resubscribe"
         )
     try:
-        return store.insert(db, address, name=name, topics=choice, source=source)
+        return rules.create(db, rules.Source.ADMIN_ADD, address, name, choice)
     except sqlite3.IntegrityError:  # added by someone else in between
         raise SubscriberError(f"{address} is already a subscriber") from None
 
@@ -611,52 +616,34 @@ def set_topics(
     settings: Settings,
     who: int | str | Subscriber,
     topics: str | Iterable[str],
-    source: Source,
+    source: store.Source,
 ) -> bool:
     """Replace a subscriber's topics (by id or address); False when unchanged. Never touches status."""
     choice = parse_topics(topics, settings.topic_slugs)
     return store.set_topics(db, _resolve(db, who).id, choice, source)
 
 
-def set_status(
-    db: Database,
-    who: int | str | Subscriber,
-    status: str,
-    source: Source,
-    reason: str | None = None,
-    *,
-    resubscribe: bool = False,
-) -> bool:
-    """Change a subscriber's status; False when unchanged.
-
-    Making someone who left `subscribed` again needs `resubscribe=True` (their own choice in the
-    preference centre, or an admin's `resubscribe`); otherwise SubscriberError.
-    """
-    if status not in STATUSES:
-        raise SubscriberError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+def unsubscribe(db: Database, who: int | str | Subscriber, reason: str | None = None) -> bool:
+    """The admin's unsubscribe; False (nothing changed) when not subscribed, keeping a bounce or
+    complaint as it is."""
     sub = _resolve(db, who)
-    if status == SUBSCRIBED and sub.status != SUBSCRIBED and not resubscribe:
-        raise SubscriberError(
-            f"{sub.email} is {sub.status}: only an explicit resubscribe makes them subscribed again"
-        )
-    return store.set_status(db, sub.id, status, source, reason)
-
-
-def unsubscribe(
-    db: Database, who: int | str | Subscriber, source: Source, reason: str | None = None
-) -> bool:
-    """Unsubscribe; False (nothing changed) when not subscribed, keeping a bounce or complaint as it is."""
-    sub = _resolve(db, who)
-    if sub.status != SUBSCRIBED:
-        return False
-    return store.set_status(db, sub.id, "unsubscribed", source, reason)
+    return (
+        rules.change(db, sub, rules.Source.ADMIN_UNSUBSCRIBE, "unsubscribed", reason) == "changed"
+    )
 
 
 def resubscribe(
-    db: Database, who: int | str | Subscriber, source: Source, reason: str | None = None
+    db: Database, who: int | str | Subscriber, reason: str | None = None, *, force: bool = False
 ) -> bool:
-    """Make a subscriber `subscribed` again, whatever the status was; False when already subscribed."""
-    return set_status(db, who, SUBSCRIBED, source, reason, resubscribe=True)
+    """The admin's resubscribe; False when already subscribed.
+
+    Without `force` only someone who unsubscribed comes back; clearing a bounce, a spam
+    complaint or an invalid address needs `force` and a `reason` (kept in the history).
+    StatusRefused (a SubscriberError) says which.
+    """
+    sub = _resolve(db, who)
+    source = rules.Source.ADMIN_FORCE if force else rules.Source.ADMIN_RESUBSCRIBE
+    return rules.change(db, sub, source, SUBSCRIBED, reason) == "changed"
 
 
 def iter_subscribed(db: Database, page_size: int = 1000) -> Iterator[Subscriber]:

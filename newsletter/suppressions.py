@@ -1,8 +1,9 @@
 """SendGrid's suppression lists honoured: pull global unsubscribes, bounces, spam reports and
 invalid addresses into the subscribers' status, so that we never mail someone SendGrid would drop.
 
-Also holds the one rule for every status change that comes from the provider (the sync here and
-the event webhook): never resubscribe anyone, never trade a stronger status for a weaker one.
+What an entry may change is `newsletter.status_rules`' to decide (source "suppression sync"):
+never resubscribe anyone, never trade a stronger status for a weaker one, never undo a later
+resubscribe.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import json
 import os
 import urllib.error
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from . import status_rules as rules
 from .config import Settings
 from .errors import AuthenticationError, ConfigError, DeliveryError
 from .store import Database
 from .store import events as store_events
 from .store import subscribers as store_subscribers
-from .store.subscribers import Subscriber
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 PAGE_SIZE = 500  # SendGrid's maximum `limit` for suppression lists
@@ -32,46 +33,15 @@ LISTS: tuple[tuple[str, str], ...] = (
     ("invalid_emails", "invalid"),
 )
 
-# How strongly a status keeps mail away. A person's own choice (a spam complaint, an
-# unsubscribe) outranks a technical one (a bounce, an invalid address), which an admin may
-# later clear: the choice must survive that. Equal ranks keep what is there.
-STRENGTH = {"subscribed": 0, "bounced": 1, "invalid": 1, "unsubscribed": 2, "complained": 3}
-
 # The window re-read before each watermark: entries can become visible a little after their
 # `created` second (and several share a second); re-applying one changes nothing.
 OVERLAP_SECONDS = 600
-
-Outcome = Literal["changed", "unchanged", "resubscribed"]
 
 
 def iso_from_epoch(seconds: int | float) -> str:
     """Unix seconds as the store's ISO text (UTC, seconds, `Z`)."""
     stamp = dt.datetime.fromtimestamp(int(seconds), dt.UTC)
     return stamp.isoformat().replace("+00:00", "Z")
-
-
-def resubscribed_since(db: Database, subscriber: Subscriber, at: str | None) -> bool:
-    """Whether the subscriber's latest status change was a return to `subscribed` after `at`."""
-    if at is None or subscriber.status != "subscribed":
-        return False
-    changes = [h for h in store_subscribers.history(db, subscriber.id) if h["field"] == "status"]
-    return bool(changes) and changes[-1]["new_value"] == "subscribed" and changes[-1]["at"] > at
-
-
-def apply_provider_status(
-    db: Database, subscriber: Subscriber, status: str, reason: str, at: str | None = None
-) -> Outcome:
-    """Set a status reported by SendGrid (source `sendgrid`) unless it would weaken or undo.
-
-    `at` is when SendGrid recorded it (ISO); a report older than the subscriber's own return is
-    stale and ignored, so a resubscribe is never undone by an old list entry or a late event.
-    """
-    if STRENGTH[status] <= STRENGTH.get(subscriber.status, 0):
-        return "unchanged"
-    if resubscribed_since(db, subscriber, at):
-        return "resubscribed"
-    changed = store_subscribers.set_status(db, subscriber.id, status, "sendgrid", reason)
-    return "changed" if changed else "unchanged"
 
 
 # --- The sync -----------------------------------------------------------------------------------
@@ -249,8 +219,13 @@ def _apply_entry(db: Database, item: ListReport, name: str, status: str, entry: 
     if subscriber is None:
         item.unknown += 1
         return
-    outcome = apply_provider_status(db, subscriber, status, _reason(name, entry), at)
-    setattr(item, outcome, getattr(item, outcome) + 1)
+    outcome = rules.change(db, subscriber, rules.Source.SYNC, status, _reason(name, entry), at=at)
+    if outcome == "changed":
+        item.changed += 1
+    elif outcome == "stale":
+        item.resubscribed += 1
+    else:
+        item.unchanged += 1
 
 
 def sync_before_send(settings: Settings, db: Database, client=None) -> SyncReport | None:

@@ -28,12 +28,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import status_rules as rules
 from .config import Settings
 from .errors import NewsletterError
 from .store import Database
 from .store import events as store_events
 from .store import subscribers as store_subscribers
-from .suppressions import apply_provider_status, iso_from_epoch
+from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -371,7 +372,7 @@ def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookRep
         subscriber = store_subscribers.get_by_email(db, email) if isinstance(email, str) else None
         if subscriber is None:
             report.unmatched.append(f"{event.get('event')}: not a subscriber")
-        elif apply_provider_status(db, subscriber, change[0], change[1], at) == "changed":
+        elif rules.change(db, subscriber, rules.Source.WEBHOOK, *change, at=at) == "changed":
             report.status_changes += 1
     delivery = _delivery_for(event)
     if delivery is not None:

@@ -283,13 +283,89 @@ def test_an_old_list_reimported_does_not_undo_an_unsubscribe(workspace, run):
     result = run("subscribers", "import", "subscribers.example.csv")
     assert result.exit_code == 0
     assert "25 rows: 0 added, 0 updated, 25 unchanged, 0 refused" in result.stdout
-    assert "1 rows name someone who left" in result.stdout
+    assert "1 rows ask for a weaker status than the subscriber has" in result.stdout
     assert "--resubscribe" in result.stdout
     assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "unsubscribed"
     # Only an explicit --resubscribe brings them (and the example's other leavers) back.
     result = run("subscribers", "import", "subscribers.example.csv", "--resubscribe")
     assert "1 updated" in result.stdout
     assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "subscribed"
+
+
+def test_an_import_never_weakens_a_complaint_or_an_unsubscribe(workspace, run):
+    (workspace / "first.csv").write_text(
+        "email,status\n"
+        "angry@example.org,complained\n"
+        "gone@example.org,unsubscribed\n"
+        "left@example.org,unsubscribed\n"
+        "bounced@example.org,bounced\n"
+        "bad@example.org,invalid\n"
+        "here@example.org,subscribed\n"
+    )
+    assert run("subscribers", "import", "first.csv").exit_code == 0
+    (workspace / "second.csv").write_text(
+        "email,status\n"
+        "angry@example.org,unsubscribed\n"  # weaker: kept complained
+        "gone@example.org,bounced\n"  # weaker: kept unsubscribed
+        "left@example.org,invalid\n"  # weaker: kept unsubscribed
+        "bounced@example.org,invalid\n"  # as strong: kept bounced
+        "bad@example.org,unsubscribed\n"  # stronger: their own choice is recorded
+        "here@example.org,complained\n"  # stronger
+    )
+    result = run("subscribers", "import", "second.csv")
+    assert result.exit_code == 0
+    assert "6 rows: 0 added, 2 updated, 4 unchanged, 0 refused" in result.stdout
+    assert "4 rows ask for a weaker status than the subscriber has" in result.stdout
+    db = workspace / "newsletter.db"
+    assert [
+        status_of(db, f"{who}@example.org") for who in ("angry", "gone", "left", "bounced")
+    ] == [
+        "complained",
+        "unsubscribed",
+        "unsubscribed",
+        "bounced",
+    ]
+    assert status_of(db, "bad@example.org") == "unsubscribed"
+    assert status_of(db, "here@example.org") == "complained"
+
+    # --resubscribe is the admin's override, and the history says it was used.
+    result = run("subscribers", "import", "second.csv", "--resubscribe")
+    assert "6 rows: 0 added, 4 updated, 2 unchanged, 0 refused" in result.stdout
+    assert status_of(db, "angry@example.org") == "unsubscribed"
+    history = run("subscribers", "history", "angry@example.org", env={"COLUMNS": "200"}).stdout
+    assert "complained → unsubscribed" in history
+    assert "imported from second.csv:2 (--resubscribe)" in history
+
+
+def test_the_import_summary_counts_every_row(workspace, run):
+    (workspace / "first.csv").write_text(
+        "email,name,status\n"
+        "a@example.org,A,subscribed\n"
+        "b@example.org,B,subscribed\n"
+        "c@example.org,C,subscribed\n"
+        "d@example.org,D,unsubscribed\n"
+        "e@example.org,E,bounced\n"
+        "f@example.org,F,complained\n"
+    )
+    result = run("subscribers", "import", "first.csv")
+    assert "6 rows: 6 added, 0 updated, 0 unchanged, 0 refused" in result.stdout
+    (workspace / "second.csv").write_text(
+        "email,name,status\n"
+        "a@example.org,A,subscribed\n"  # unchanged
+        "b@example.org,Bea,subscribed\n"  # updated: name
+        "c@example.org,C,unsubscribed\n"  # updated: status
+        "d@example.org,D,subscribed\n"  # kept, so unchanged
+        "e@example.org,E,subscribed\n"  # kept, so unchanged
+        "f@example.org,Fay,subscribed\n"  # kept, and updated: name
+        "g@example.org,G,\n"  # added
+        "h@example.org,H,bounced\n"  # added
+    )
+    result = run("subscribers", "import", "second.csv", "--dry-run")
+    assert "8 rows: 2 would be added, 3 would be updated, 3 unchanged, 0 refused" in result.stdout
+    assert "3 rows ask for a weaker status" in result.stdout
+    result = run("subscribers", "import", "second.csv")
+    assert "8 rows: 2 added, 3 updated, 3 unchanged, 0 refused" in result.stdout
+    assert "3 rows ask for a weaker status" in result.stdout
 
 
 # --skip-invalid and --dry-run --------------------------------------------------------------------

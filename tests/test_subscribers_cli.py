@@ -8,7 +8,6 @@ import io
 import pytest
 
 from newsletter import subscribers as subs
-from newsletter.errors import SubscriberError
 from newsletter.store import subscribers as store
 
 
@@ -147,20 +146,83 @@ def test_unsubscribe_keeps_a_bounce_as_it_is(run, db):
     assert get(db, "b@example.org").status_reason == "mailbox full"
 
 
-def test_library_refuses_to_resubscribe_without_asking(settings, db):
+@pytest.mark.parametrize(
+    ("status", "what"),
+    [
+        ("bounced", "a bounce"),
+        ("complained", "a spam complaint"),
+        ("invalid", "an invalid address"),
+    ],
+)
+def test_resubscribing_a_bounced_address_needs_force_and_a_reason(run, db, status, what):
+    sub = store.insert(db, "b@example.org")
+    store.set_status(db, sub.id, status, "sendgrid", "SendGrid said so")
+
+    refused = run("subscribers", "resubscribe", "b@example.org")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        f"error: b@example.org is {status}: only an admin clears {what}, with "
+        "`newsletter subscribers resubscribe --force --reason TEXT`\n"
+    )
+    no_reason = run("subscribers", "resubscribe", "b@example.org", "--force")
+    assert no_reason.exit_code == 1
+    assert no_reason.stderr.startswith("error: --force needs --reason TEXT")
+    assert get(db, "b@example.org").status == status
+
+    done = run(
+        "subscribers",
+        "resubscribe",
+        "b@example.org",
+        "--force",
+        "--reason",
+        "new mailbox, by phone",
+    )
+    assert (done.exit_code, done.stdout) == (0, f"Resubscribed b@example.org (was {status})\n")
+    last = store.history(db, sub.id)[-1]
+    assert (last["field"], last["old_value"], last["new_value"], last["source"]) == (
+        "status",
+        status,
+        "subscribed",
+        "cli",
+    )
+    assert last["reason"] == "--force: new mailbox, by phone"
+
+
+def test_resubscribe_refuses_an_unsubscribe_that_followed_a_bounce(run, db):
+    sub = store.insert(db, "b@example.org")
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
+    store.set_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
+    refused = run("subscribers", "resubscribe", "b@example.org")
+    assert refused.exit_code == 1
+    assert "b@example.org is unsubscribed after a bounce: only an admin clears" in refused.stderr
+    assert get(db, "b@example.org").status == "unsubscribed"
+    forced = run("subscribers", "resubscribe", "b@example.org", "--force", "--reason", "checked")
+    assert forced.stdout == "Resubscribed b@example.org (was unsubscribed)\n"
+
+
+def test_resubscribe_names_the_latest_stop_under_an_unsubscribe(workspace, run, db):
+    sub = store.insert(db, "b@example.org")
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
+    store.set_status(db, sub.id, "complained", "sendgrid", "SendGrid spam report")
+    (workspace / "fix.csv").write_text("email,status\nb@example.org,unsubscribed\n")
+    assert "1 updated" in run("subscribers", "import", "fix.csv", "--resubscribe").stdout
+    refused = run("subscribers", "resubscribe", "b@example.org")
+    assert "is unsubscribed after a spam complaint: only an admin clears" in refused.stderr
+
+
+def test_library_resubscribes_only_when_asked(settings, db):
     sub = store.insert(db, "a@example.org")
-    subs.unsubscribe(db, sub.id, "web")
-    with pytest.raises(SubscriberError, match="only an explicit resubscribe"):
-        subs.set_status(db, "a@example.org", "subscribed", "sendgrid")
+    assert subs.unsubscribe(db, sub.id, reason="asked by phone")
     assert subs.get(db, sub.id).status == "unsubscribed"
-    assert subs.set_status(db, sub.id, "subscribed", "web", "preference centre", resubscribe=True)
-    assert subs.find(db, "A@EXAMPLE.ORG").status == "subscribed"
+    assert subs.resubscribe(db, "A@EXAMPLE.ORG", reason="wrote to us")
+    assert subs.find(db, "a@example.org").status == "subscribed"
+    assert not subs.resubscribe(db, sub.id)  # already subscribed: nothing changed
 
 
 def test_iter_subscribed_streams_only_subscribed(db):
     for i in range(5):
         store.insert(db, f"u{i}@example.org")
-    subs.unsubscribe(db, "u2@example.org", "web")
+    subs.unsubscribe(db, "u2@example.org")
     streamed = subs.iter_subscribed(db, page_size=2)
     assert next(streamed).email == "u0@example.org"  # a generator, not a list
     assert [s.email for s in streamed] == ["u1@example.org", "u3@example.org", "u4@example.org"]
@@ -245,7 +307,7 @@ def test_stats_library_counts(settings, db):
     store.insert(db, "old@example.org", topics=["retired-topic"])
     store.insert(db, "mix@example.org", topics=["retired-topic", "genetics"])
     gone = store.insert(db, "gone@example.org", topics=["genetics"])
-    subs.unsubscribe(db, gone, "cli")
+    subs.unsubscribe(db, gone)
     report = subs.stats(db, settings)
     assert report.by_status["subscribed"] == 4 and report.total == 5
     genetics = next(t for t in report.by_topic if t.slug == "genetics")

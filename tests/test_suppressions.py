@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
+from newsletter import subscribers as subs
 from newsletter.config import load_settings
 from newsletter.errors import AuthenticationError, ConfigError, DeliveryError
 from newsletter.store import Database
+from newsletter.store import events as store_events
 from newsletter.store import subscribers as store
 from newsletter.suppressions import (
     OVERLAP_SECONDS,
+    iso_from_epoch,
     make_client,
     sync_before_send,
     sync_suppressions,
@@ -181,6 +185,9 @@ def test_never_resubscribes_and_never_weakens(settings, db, fake):
     assert status_of(db, "gone@example.com") == "unsubscribed"  # their own choice stays
     assert status_of(db, "bounced@example.com") == "complained"  # a complaint outranks a bounce
     assert report.changed == 1
+    assert "bounces: 2 entries since all time; 0 set bounced, 2 already so, 0 not subscribers" in (
+        report.lines()
+    )
 
 
 def test_address_on_two_lists_gets_the_stronger_status(settings, db, fake):
@@ -204,6 +211,116 @@ def test_an_old_entry_never_undoes_a_later_resubscribe(settings, db, fake):
     report = sync_suppressions(settings, db)
     assert status_of(db, "back@example.com") == "subscribed"
     assert report.lists[1].name == "unsubscribes" and report.lists[1].resubscribed == 1
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The time the store writes into the history, set by the test (Unix seconds)."""
+    at = {"now": T0}
+    monkeypatch.setattr(store, "now", lambda: iso_from_epoch(at["now"]))
+    return at
+
+
+def status_changes(db, email):
+    sub = store.get_by_email(db, email)
+    return [(h["at"], h["new_value"]) for h in store.history(db, sub.id) if h["field"] == "status"]
+
+
+def test_an_entry_dated_between_an_unsubscribe_and_a_resubscribe_does_not_undo_it(
+    settings, db, fake, clock
+):
+    people = ["back@example.com", "also@example.com"]
+    for email in people:
+        add(db, email)
+    fake.set_suppressions("unsubscribes", [{"email": e, "created": T0 - 50} for e in people])
+    clock["now"] = T0  # the sync records their unsubscribes
+    sync_suppressions(settings, db)
+    clock["now"] = T0 + 100  # they come back
+    for email in people:
+        assert subs.resubscribe(db, email, reason="wrote to us")
+    # Spam reports dated in between (stronger than anything) show up on the next sync.
+    fake.set_suppressions("spam_reports", [{"email": e, "created": T0 + 50} for e in people])
+    clock["now"] = T0 + 200
+    report = sync_suppressions(settings, db)
+    assert [status_of(db, e) for e in people] == ["subscribed", "subscribed"]
+    by_name = {item.name: item for item in report.lists}
+    assert by_name["spam_reports"].resubscribed == 2
+    assert by_name["unsubscribes"].resubscribed == 2
+    assert report.changed == 0
+    assert "spam_reports: 2 entries since" in report.lines()[0]
+    assert report.lines()[0].endswith(", 2 resubscribed since")
+
+
+def test_only_the_latest_return_counts_in_a_long_history(settings, db, fake, clock):
+    add(db, "often@example.com")
+    for at, status in ((T0, "unsubscribed"), (T0 + 10, "subscribed"), (T0 + 20, "unsubscribed")):
+        clock["now"] = at
+        if status == "subscribed":
+            subs.resubscribe(db, "often@example.com")
+        else:
+            subs.unsubscribe(db, "often@example.com")
+    clock["now"] = T0 + 40
+    subs.resubscribe(db, "often@example.com")
+    clock["now"] = T0 + 45  # a later topics change is not a status change
+    subs.set_topics(db, settings, "often@example.com", "genetics", "cli")
+
+    # Dated after the first return but before the last one: stale.
+    fake.set_suppressions("bounces", [{"email": "often@example.com", "created": T0 + 30}])
+    report = sync_suppressions(settings, db)
+    assert status_of(db, "often@example.com") == "subscribed"
+    assert report.lists[2].name == "bounces" and report.lists[2].resubscribed == 1
+
+    # Dated after the last return: applied.
+    fake.set_suppressions("bounces", [{"email": "often@example.com", "created": T0 + 41}])
+    report = sync_suppressions(settings, db)
+    assert status_of(db, "often@example.com") == "bounced"
+    assert status_changes(db, "often@example.com")[-1] == (iso_from_epoch(T0 + 45), "bounced")
+
+
+def test_a_complaint_dated_before_an_unsubscribe_still_counts(settings, db, fake, clock):
+    # Only a return to `subscribed` makes older reports stale; an unsubscribe is no return.
+    add(db, "angry@example.com")
+    clock["now"] = T0 + 100
+    assert subs.unsubscribe(db, "angry@example.com")
+    fake.set_suppressions("spam_reports", [{"email": "angry@example.com", "created": T0 + 50}])
+    report = sync_suppressions(settings, db)
+    assert status_of(db, "angry@example.com") == "complained"
+    assert report.changed == 1
+
+
+@pytest.mark.parametrize(("created", "stays"), [(-1, "subscribed"), (0, "unsubscribed")])
+def test_an_entry_from_the_second_of_the_resubscribe(settings, db, fake, clock, created, stays):
+    # Within one second the order cannot be told: the suppression wins, so that no one who
+    # may have just left is mailed; one second earlier is before the return, and stale.
+    add(db, "tie@example.com", status="unsubscribed")
+    clock["now"] = T0 + 100
+    subs.resubscribe(db, "tie@example.com")
+    fake.set_suppressions(
+        "unsubscribes", [{"email": "tie@example.com", "created": T0 + 100 + created}]
+    )
+    sync_suppressions(settings, db)
+    assert status_of(db, "tie@example.com") == stays
+
+
+def test_entries_without_a_date_do_not_stop_the_sync(settings, db, clock):
+    add(db, "back@example.com", status="unsubscribed")
+    add(db, "other@example.com")
+    clock["now"] = T0 + 100
+    subs.resubscribe(db, "back@example.com")
+    # SendGrid always dates its entries; one that is not (the fake refuses to serve it) must
+    # not abort the sync that every SendGrid send runs first.
+    entries = [
+        {"email": "back@example.com"},  # no date: cannot be older than the return, applied
+        {"email": "other@example.com", "created": None},
+        {"email": "third@example.com", "created": T0 + 5},  # not a subscriber
+    ]
+    stub = StubClient(body=json.dumps(entries).encode())
+    report = sync_suppressions(settings, db, client=stub)
+    # Every list answers the same page here; spam reports, the strongest, come first.
+    assert status_of(db, "back@example.com") == status_of(db, "other@example.com") == "complained"
+    assert report.changed == 2 and report.unknown == 4
+    # The dated entry still moves each list's watermark.
+    assert store_events.get_meta(db, "sendgrid.suppressions.bounces.created") == str(T0 + 5)
 
 
 def test_unauthorized_is_a_clear_error_without_the_key(settings, db, fake, monkeypatch):

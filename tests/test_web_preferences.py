@@ -149,14 +149,19 @@ def test_unsubscribed_subscriber_sees_subscribe_again(client, db):
     assert store.get(db, sub.id).topics == {"genetics"}
 
 
-def test_saving_topics_when_unsubscribed_subscribes_again(client, db):
+def test_subscribe_again_with_these_topics_when_unsubscribed(client, db):
     sub = store.insert(db, "gone@example.com", topics={"genetics"}, status="unsubscribed")
     html = client.get(url(sub)).get_data(as_text=True)
-    assert "Subscribe again with these topics" in html
-    response = client.post(url(sub), data={"choice": "chosen", "topics": ["infections"]})
+    button = re.search(r'<button[^>]*name="([^"]+)" value="([^"]+)"[^>]*>([^<]+)</button>', html)
+    assert button and button.group(3) == "Subscribe again with these topics"
+    response = client.post(
+        url(sub),
+        data={"choice": "chosen", "topics": ["infections"], button.group(1): button.group(2)},
+    )
     assert "Welcome back." in response.get_data(as_text=True)
     now = store.get(db, sub.id)
     assert now.status == "subscribed" and now.topics == {"infections"}
+    assert store.history(db, sub.id)[-1]["reason"] == "subscribed again on the preference page"
 
 
 @pytest.mark.parametrize("status", ["complained", "bounced", "invalid"])
@@ -171,6 +176,91 @@ def test_no_resubscribe_by_link_after_a_complaint_or_bounce(client, db, status):
     # Topics can still be changed, the status stays.
     client.post(url(sub), data={"choice": "chosen", "topics": ["infections"]})
     assert store.get(db, sub.id).status == status
+
+
+def test_no_subscribe_again_by_link_when_an_unsubscribe_followed_a_bounce(client, db):
+    # Bounced, then SendGrid reports an unsubscribe (stronger): the bounce still holds.
+    sub = store.insert(db, "bounced@example.com", topics={"genetics"})
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce: 550 5.1.1")
+    store.set_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
+    before = store.history(db, sub.id)
+
+    html = client.get(url(sub)).get_data(as_text=True)
+    assert "Subscribe again" not in html
+    assert "Our emails to this address bounced" in html and "write to" in html
+    response = client.post(url(sub).replace("/preferences/", "/resubscribe/"))
+    assert response.status_code == 409
+    assert "Our emails to this address bounced" in response.get_data(as_text=True)
+    # Even a form that asks for it by name only saves the topics.
+    client.post(
+        url(sub), data={"choice": "chosen", "topics": ["infections"], "subscribe_again": "yes"}
+    )
+    assert store.get(db, sub.id).status == "unsubscribed"
+    assert [h for h in store.history(db, sub.id) if h["field"] == "status"] == [
+        h for h in before if h["field"] == "status"
+    ]
+
+
+def test_after_an_admin_clears_a_bounce_a_later_unsubscribe_can_be_undone_by_link(client, db, run):
+    sub = store.insert(db, "back@example.com", topics={"genetics"})
+    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce: 550 5.1.1")
+    cleared = run(
+        "subscribers", "resubscribe", "back@example.com", "--force", "--reason", "new mailbox"
+    )
+    assert cleared.exit_code == 0
+    client.post(url(sub, "unsubscribe"), data={"List-Unsubscribe": "One-Click"})
+    assert store.get(db, sub.id).status == "unsubscribed"
+
+    # The bounce was cleared before this unsubscribe, so it is their own choice to undo.
+    assert "Subscribe again" in client.get(url(sub)).get_data(as_text=True)
+    response = client.post(url(sub).replace("/preferences/", "/resubscribe/"))
+    assert response.status_code == 200
+    assert store.get(db, sub.id).status == "subscribed"
+
+
+def form_fields(html: str) -> tuple[str, dict]:
+    """The topics form as a browser would submit it with its (only) submit button."""
+    form = re.search(
+        r'<form method="post" action="([^"]+)">\s*<input type="hidden"(.*?)</form>', html, re.S
+    )
+    assert form
+    body = '<input type="hidden"' + form.group(2)
+    data: dict = {"topics": []}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body):
+        data[name] = value
+    for name, value in re.findall(
+        r'type="radio" id="[^"]+" name="([^"]+)" value="([^"]+)" checked', body
+    ):
+        data[name] = value
+    data["topics"] = re.findall(
+        r'type="checkbox" id="[^"]+" name="topics" value="([^"]+)" checked', body
+    )
+    button = re.search(
+        r'<button class="button" type="submit"( name="([^"]+)" value="([^"]+)")?>', body
+    )
+    if button and button.group(1):
+        data[button.group(2)] = button.group(3)
+    return form.group(1), data
+
+
+def test_a_preference_form_left_open_after_a_one_click_unsubscribe_does_not_resubscribe(client, db):
+    sub = store.insert(db, "reader@example.com", topics={"genetics"})
+    action, data = form_fields(client.get(url(sub)).get_data(as_text=True))  # page left open
+    # Meanwhile their mail app's one-click unsubscribe goes through.
+    one_click = client.post(url(sub, "unsubscribe"), data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and store.get(db, sub.id).status == "unsubscribed"
+
+    data["topics"] = ["genetics", "infections"]  # then they tick one more topic and save
+    response = client.post(action, data=data)
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Welcome back" not in html
+    assert "Saved." in html and "You are still unsubscribed" in html
+    now = store.get(db, sub.id)
+    assert now.status == "unsubscribed" and now.topics == {"genetics", "infections"}
+    statuses = [h["new_value"] for h in store.history(db, sub.id) if h["field"] == "status"]
+    assert statuses == ["unsubscribed"]
 
 
 def test_resubscribe_when_already_subscribed_changes_nothing(client, db):

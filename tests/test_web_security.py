@@ -162,9 +162,9 @@ def test_a_token_acts_on_its_own_subscriber_only(client, db, two):
     client.post(f"/unsubscribe/{SIGNER.sign(a.id, 'unsubscribe')}")
     client.post(
         f"/preferences/{SIGNER.sign(a.id, 'preferences')}",
-        data={"choice": "chosen", "topics": ["womens-health"]},
+        data={"choice": "chosen", "topics": ["womens-health"], "subscribe_again": "yes"},
     )
-    # (Saving topics when unsubscribed subscribes again: the button says so.)
+    # ("Subscribe again with these topics", the button an unsubscribed subscriber sees.)
     assert store.get(db, a.id).status == "subscribed"
     assert store.get(db, a.id).topics == {"womens-health"}
     after_b = [tuple(r) for r in db.conn.execute("SELECT * FROM subscribers WHERE id = ?", (b.id,))]

@@ -131,7 +131,35 @@ def test_unsubscribing_a_complainer_keeps_the_complaint(client, db):
     assert "Subscribe again" not in html
 
 
-def test_unsubscribing_a_bounced_address_records_the_choice(client, db):
-    sub = store.insert(db, "bounced@example.com", status="bounced")
-    client.post(url(sub), data=ONE_CLICK)
-    assert store.get(db, sub.id).status == "unsubscribed"
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ("bounced", "Our emails to this address bounced"),
+        ("invalid", "reported this address as invalid"),
+    ],
+)
+def test_one_click_on_a_bounced_address_keeps_the_bounce_and_offers_no_subscribe_again(
+    client, db, status, said
+):
+    sub = store.insert(db, "stopped@example.com", status="subscribed")
+    store.set_status(db, sub.id, status, "sendgrid", "SendGrid bounce: 550 5.1.1")
+    before = store.history(db, sub.id)
+
+    response = client.post(
+        url(sub), data=ONE_CLICK, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert said in html and "We send no more" in html
+    assert "Subscribe again" not in html
+    assert store.get(db, sub.id).status == status
+    assert store.history(db, sub.id) == before
+
+    # Neither the preference page nor its "Subscribe again" address brings the address back.
+    page = client.get(url(sub, "preferences")).get_data(as_text=True)
+    assert "Subscribe again" not in page and "write to" in page
+    again = client.post(url(sub, "preferences").replace("/preferences/", "/resubscribe/"))
+    assert again.status_code == 409
+    assert "We cannot restart the newsletter from here" in again.get_data(as_text=True)
+    assert store.get(db, sub.id).status == status
+    assert store.history(db, sub.id) == before

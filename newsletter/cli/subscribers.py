@@ -49,14 +49,15 @@ def subscribers() -> None:
 @click.option(
     "--resubscribe",
     is_flag=True,
-    help="Let rows make unsubscribed, bounced or complained addresses subscribed again.",
+    help="Let rows give any status: resubscribe leavers, clear bounces and complaints.",
 )
 @pass_app
 def import_(app, file: Path, dry_run: bool, skip_invalid: bool, resubscribe: bool) -> None:
     """Add or update subscribers from a CSV file (email,name,topics,status).
 
     Every row is validated first; any invalid row means nothing is written (unless
-    --skip-invalid). An import never resubscribes anyone who left unless --resubscribe.
+    --skip-invalid). An import never weakens a status (never resubscribes anyone who left,
+    never turns a complaint into an unsubscribe) unless --resubscribe.
     """
     result = subs.import_csv(
         app.db,
@@ -75,8 +76,8 @@ def import_(app, file: Path, dry_run: bool, skip_invalid: bool, resubscribe: boo
     )
     if result.kept_status:
         _say(
-            f"{result.kept_status} rows name someone who left (unsubscribed, bounced, complained "
-            "or invalid) as subscribed: their status is kept (--resubscribe to override)"
+            f"{result.kept_status} rows ask for a weaker status than the subscriber has (such as "
+            "subscribed for someone who left): their status is kept (--resubscribe to override)"
         )
     if dry_run:
         _say("dry run: nothing was written")
@@ -121,7 +122,7 @@ def export(app, output: Path | None) -> None:
 @pass_app
 def add(app, email: str, name: str, topics: str) -> None:
     """Add one subscriber (refused when the address is already known)."""
-    sub = subs.add(app.db, app.settings, email, name=name, topics=topics, source=SOURCE)
+    sub = subs.add(app.db, app.settings, email, name=name, topics=topics)
     _say(f"Added {sub.email} (topics: {_topics_text(sub.topics)})")
 
 
@@ -145,7 +146,7 @@ def set_topics(app, email: str, topics: str) -> None:
 @pass_app
 def unsubscribe(app, email: str, reason: str | None) -> None:
     """Unsubscribe one address."""
-    if subs.unsubscribe(app.db, email, source=SOURCE, reason=reason):
+    if subs.unsubscribe(app.db, email, reason=reason):
         _say(f"Unsubscribed {subs.find(app.db, email).email}")
     else:
         sub = subs.find(app.db, email)
@@ -154,12 +155,15 @@ def unsubscribe(app, email: str, reason: str | None) -> None:
 
 @subscribers.command()
 @click.argument("email")
-@click.option("--reason", help="Why (kept in the history).")
+@click.option("--reason", help="Why (kept in the history); required with --force.")
+@click.option(
+    "--force", is_flag=True, help="Also clear a bounce, a spam complaint or an invalid address."
+)
 @pass_app
-def resubscribe(app, email: str, reason: str | None) -> None:
-    """Make an unsubscribed, bounced or complained address subscribed again."""
+def resubscribe(app, email: str, reason: str | None, force: bool) -> None:
+    """Make an unsubscribed address subscribed again (bounced, complained, invalid: --force)."""
     before = subs.find(app.db, email)
-    if subs.resubscribe(app.db, before, source=SOURCE, reason=reason):
+    if subs.resubscribe(app.db, before, reason=reason, force=force):
         _say(f"Resubscribed {before.email} (was {before.status})")
     else:
         _say(f"{before.email} is already subscribed: nothing changed")

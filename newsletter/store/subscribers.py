@@ -1,7 +1,8 @@
 """SQL of subscribers and their append-only history.
 
-These are plain storage operations; the rules about who may change what (an import never undoes an
-unsubscribe, and so on) live in `newsletter.subscribers`. Every change of status, topics or name is
+These are plain storage operations; the rules about who may change what live in
+`newsletter.subscribers` (addresses, topics) and `newsletter.status_rules` (statuses: the only
+caller of the functions here that write a status). Every change of status, topics or name is
 written to `history` in the same transaction as the change.
 
 A CSV import is staged in a TEMP table (`ImportStage`: on the connection, never in the database

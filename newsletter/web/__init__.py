@@ -126,7 +126,8 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
             "status": subscriber.status,
             "wants_all": topics == ALL,
             "topics": prefs.topic_rows(settings, topics),
-            "stopped_because": prefs.STOPPED_BECAUSE.get(subscriber.status, ""),
+            "stopped_because": prefs.stopped_because(db(), subscriber),
+            "can_resubscribe": prefs.can_resubscribe(db(), subscriber),
             "form_url": url_for("preferences", token=request.view_args["token"]),
             "saved": False,
             "saved_topics": None,
@@ -185,7 +186,12 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
         except prefs.NoTopicChosen as exc:
             return preferences_page(subscriber, 422, error=str(exc))
         prefs.save_topics(db(), subscriber, topics)
-        resubscribed = prefs.resubscribe(db(), subscriber)  # the button says so when unsubscribed
+        # Only the explicit button resubscribes: a form from before a one-click unsubscribe
+        # (still open in a tab) saves topics and nothing else.
+        resubscribed = (
+            bool(request.form.get("subscribe_again"))
+            and prefs.resubscribe(db(), subscriber) == "changed"
+        )
         subscriber = store_subscribers.get(db(), subscriber.id)
         labels = settings.topic_labels
         saved = ALL if topics == ALL else [labels[s] for s in settings.topic_slugs if s in topics]
@@ -201,7 +207,9 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
                 "unsubscribed",
                 email=subscriber.email,
                 already=True,
-                can_resubscribe=prefs.can_resubscribe(subscriber),
+                status=subscriber.status,
+                stopped_because=prefs.stopped_because(db(), subscriber),
+                can_resubscribe=prefs.can_resubscribe(db(), subscriber),
                 **links(subscriber),
             )
         return page(
@@ -218,29 +226,30 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
         subscriber = subscriber_for(token, "unsubscribe")
         one_click = request.form.get(ONE_CLICK_BODY[0]) == ONE_CLICK_BODY[1]
         reason = "one-click unsubscribe" if one_click else "unsubscribe page"
-        prefs.unsubscribe(db(), subscriber, reason)
+        changed = prefs.unsubscribe(db(), subscriber, reason)
         subscriber = store_subscribers.get(db(), subscriber.id)
         return page(
             "unsubscribed",
             email=subscriber.email,
-            already=False,
-            can_resubscribe=prefs.can_resubscribe(subscriber),
+            already=not changed,
+            status=subscriber.status,
+            stopped_because=prefs.stopped_because(db(), subscriber),
+            can_resubscribe=prefs.can_resubscribe(db(), subscriber),
             **links(subscriber),
         )
 
     @app.post("/resubscribe/<token>")
     def resubscribe(token: str):
         subscriber = subscriber_for(token, "preferences")
-        changed = prefs.resubscribe(db(), subscriber)
+        outcome = prefs.resubscribe(db(), subscriber)
         subscriber = store_subscribers.get(db(), subscriber.id)
-        refused = not changed and subscriber.status != "subscribed"
         return page(
             "resubscribed",
-            409 if refused else 200,
+            409 if outcome == "refused" else 200,
             email=subscriber.email,
             status=subscriber.status,
-            resubscribed=changed,
-            stopped_because=prefs.STOPPED_BECAUSE.get(subscriber.status, ""),
+            resubscribed=outcome == "changed",
+            stopped_because=prefs.stopped_because(db(), subscriber),
             **links(subscriber),
         )
 

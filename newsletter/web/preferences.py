@@ -1,17 +1,18 @@
 """What the preference centre changes: a subscriber's topics from the form, unsubscribe,
-subscribe again. Every change is recorded in the history with source `web`."""
+subscribe again. Every change is recorded in the history with source `web`; whether a status
+may change is `newsletter.status_rules`' to decide. Saving topics never changes the status."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .. import status_rules as rules
 from ..config import Settings
 from ..errors import SubscriberError
 from ..store import Database
 from ..store import subscribers as store_subscribers
 from ..store.subscribers import ALL, Subscriber, TopicChoice
-from ..suppressions import STRENGTH
 
 
 class NoTopicChosen(SubscriberError):
@@ -64,24 +65,36 @@ def save_topics(db: Database, subscriber: Subscriber, topics: TopicChoice) -> bo
 
 
 def unsubscribe(db: Database, subscriber: Subscriber, reason: str) -> bool:
-    """Unsubscribe (source `web`); a complaint, already stronger, stays as it is."""
-    if STRENGTH.get(subscriber.status, 0) >= STRENGTH["unsubscribed"]:
-        return False
-    return store_subscribers.set_status(db, subscriber.id, "unsubscribed", "web", reason)
+    """Unsubscribe someone subscribed; any other status (a bounce too) stays as it is."""
+    outcome = rules.change(db, subscriber, rules.Source.UNSUBSCRIBE_PAGE, "unsubscribed", reason)
+    return outcome == "changed"
 
 
-def can_resubscribe(subscriber: Subscriber) -> bool:
+def can_resubscribe(db: Database, subscriber: Subscriber) -> bool:
     """Only someone who unsubscribed may come back by a link: a spam complaint, a bounce or an
-    invalid address is for an admin to clear, not for whoever holds a forwarded email."""
-    return subscriber.status == "unsubscribed"
+    invalid address (even under a later unsubscribe) is for an admin to clear, not for whoever
+    holds a forwarded email."""
+    return rules.may(db, subscriber, rules.Source.SUBSCRIBE_AGAIN, "subscribed")
 
 
-def resubscribe(db: Database, subscriber: Subscriber) -> bool:
-    if not can_resubscribe(subscriber):
-        return False
-    return store_subscribers.set_status(
-        db, subscriber.id, "subscribed", "web", "subscribed again on the preference page"
-    )
+def resubscribe(db: Database, subscriber: Subscriber) -> str:
+    """The explicit "Subscribe again": `changed`, `unchanged` (already subscribed) or `refused`."""
+    try:
+        return rules.change(
+            db,
+            subscriber,
+            rules.Source.SUBSCRIBE_AGAIN,
+            "subscribed",
+            "subscribed again on the preference page",
+        )
+    except rules.StatusRefused:
+        return "refused"
+
+
+def stopped_because(db: Database, subscriber: Subscriber) -> str:
+    """Why no email goes to this subscriber (empty when subscribed); a bounce, complaint or
+    invalid address under a later unsubscribe is named, since it is why no link restarts it."""
+    return STOPPED_BECAUSE.get(rules.holding(db, subscriber) or subscriber.status, "")
 
 
 STOPPED_BECAUSE = {
