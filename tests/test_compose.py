@@ -8,17 +8,7 @@ import yaml
 
 from newsletter.config import load_settings
 from newsletter.content import load_issue
-
-NEWEST_EIGHT = [
-    "pregnancy-breastfeeding-therapy",  # 2026-11-19
-    "gut-bacteria-disease-activity",  # 2026-11-12 (same day as the next: ties by id)
-    "trem2-microglia-repair",  # 2026-11-12
-    "oct-optic-neuritis",
-    "cognition-processing-speed",
-    "risk-variants-brain-methylation",
-    "cancer-immunotherapy-autoimmunity",
-    "vaccine-response-anti-cd20",
-]
+from tests.support.content import NEWEST_EIGHT
 
 
 def _clear_issues(workspace):

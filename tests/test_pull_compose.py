@@ -9,8 +9,7 @@ import yaml
 
 from newsletter.content import load_issue
 from tests.pull_helpers import REPO, configure, summary_files
-from tests.test_compose import NEWEST_EIGHT
-from tests.test_render import GOLDEN
+from tests.support.content import GOLDEN, NEWEST_EIGHT
 
 
 def test_pulled_summaries_compose_check_and_render_to_the_golden_text(example_site, workspace, run):

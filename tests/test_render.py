@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import lxml.html
 import pytest
@@ -18,8 +17,7 @@ from newsletter.render import (
     preview_values,
     select_summaries,
 )
-
-GOLDEN = Path(__file__).parent / "golden" / "2026-12-all-topics.txt"
+from tests.support.content import GOLDEN
 
 
 @pytest.fixture
