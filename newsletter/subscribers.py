@@ -28,6 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .config import Settings, display_path
 from .errors import ImportRefused, SubscriberError
+from .output import open_output
 from .store import Database, now
 from .store import subscribers as store
 from .store.migrations import SUBSCRIBER_STATUSES
@@ -523,20 +524,10 @@ def export_csv(db: Database, out: TextIO) -> int:
 
 
 def export_csv_file(db: Database, path: str | os.PathLike) -> int:
-    """Export to a file, UTF-8 without BOM, written atomically (never half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
-            rows = export_csv(db, out)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SubscriberError(f"{display_path(path)}: cannot write: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return rows
+    """Export to a file, UTF-8 without BOM (a regular file is written atomically: see
+    `output.open_output`, which also keeps devices, FIFOs and symlinks what they are)."""
+    with open_output(path, newline="") as out:
+        return export_csv(db, out)
 
 
 # One subscriber at a time ----------------------------------------------------------------------
