@@ -7,6 +7,7 @@ one function of this module per command.
 CSV format: header `email,name,topics,status` (`email` required, the others optional, any order);
 `topics` is `;`-separated slugs, `all`, or empty (= all); `status` empty means `subscribed`. UTF-8
 with or without a BOM, LF or CRLF line ends. Export writes all four columns, rows by id, `\\n` line ends.
+A cell a spreadsheet would run as a formula is exported with a `'` in front; the import takes it off.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ NOT_SUBSCRIBED = tuple(s for s in STATUSES if s != SUBSCRIBED)
 HEADER = ",".join(CSV_COLUMNS)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A spreadsheet runs a cell that starts with one of = + - @ tab CR as a formula (OWASP, "CSV
+# Injection"); `'*` also catches text that already starts with quotes, so escaping stays reversible.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
 
 
 # Addresses, names, topics, statuses ------------------------------------------------------------
@@ -338,7 +342,7 @@ def _validate_row(
         problems.append(f"{where}: {why}")
         return CsvRow(line, None, problems=tuple(problems))
 
-    raw_email = fields[index["email"]].strip()
+    raw_email = unescape_cell(fields[index["email"]].strip())
     email = None
     if not raw_email:
         problems.append(f"{where}: email is empty")
@@ -350,7 +354,7 @@ def _validate_row(
     name = topics = status = None
     if "name" in index:
         try:
-            name = check_name(fields[index["name"]])
+            name = check_name(unescape_cell(fields[index["name"]].strip()))
         except SubscriberError as exc:
             problems.append(f"{where}: {exc}")
     if "topics" in index:
@@ -508,6 +512,25 @@ def _plan_row(
 # Export ----------------------------------------------------------------------------------------
 
 
+def escape_cell(text: str) -> str:
+    """The text with a `'` before it when a spreadsheet would run it as a formula (`=SUM(A1)`).
+
+    Text that already starts with quotes and then such a character gets one more quote, so that
+    `unescape_cell` takes off exactly what was added: export → import → export gives the same bytes.
+    """
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def unescape_cell(text: str) -> str:
+    """Undo `escape_cell`: one leading `'` off text that is quotes and then a formula character."""
+    return text[1:] if text.startswith("'") and _FORMULA.match(text) else text
+
+
+def csv_row(sub: Subscriber) -> tuple[str, ...]:
+    """One subscriber as the export writes it, every cell safe to open in a spreadsheet."""
+    return tuple(map(escape_cell, (sub.email, sub.name, encode_topics(sub.topics), sub.status)))
+
+
 def export_csv(db: Database, out: TextIO) -> int:
     """Write every subscriber (every status, by id) as CSV to `out`; returns the number of rows.
 
@@ -518,7 +541,7 @@ def export_csv(db: Database, out: TextIO) -> int:
     writer.writerow(CSV_COLUMNS)
     rows = 0
     for sub in store.iter_subscribers(db, status=None):
-        writer.writerow((sub.email, sub.name, encode_topics(sub.topics), sub.status))
+        writer.writerow(csv_row(sub))
         rows += 1
     return rows
 
