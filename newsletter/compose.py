@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .content import Issue, Summary, load_summaries, summaries_in_issues, write_issue
-from .errors import IssueExists, NothingToCompose
+from .content import ID_RE, Issue, Summary, load_summaries, summaries_in_issues, write_issue
+from .errors import ContentError, IssueExists, NothingToCompose
 
 
 @dataclass
@@ -49,6 +49,12 @@ def compose_issue(
     """
     on_date = on_date or dt.date.today()
     issue_id = issue_id or f"{on_date:%Y-%m}"
+    # The id becomes a file name: no folders, no leading '.' or '-' (hidden files, options).
+    if not ID_RE.fullmatch(issue_id):
+        raise ContentError(
+            f"issue id {issue_id!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (for example 2026-12)"
+        )
     limit = max_summaries or settings.max_summaries
     path = settings.paths.issues / f"{issue_id}.yaml"
 

@@ -301,6 +301,10 @@ def read_yaml(path: Path, error_cls: type[Exception] = ConfigError) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error_cls(f"{shown}: file not found") from None
+    except IsADirectoryError:
+        raise error_cls(f"{shown}: is a folder, not a file") from None
+    except OSError as exc:
+        raise error_cls(f"{shown}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise error_cls(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:

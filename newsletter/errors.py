@@ -46,6 +46,10 @@ class CheckFailed(NewsletterError):
         super().__init__("\n".join(self.problems))
 
 
+class StoreError(NewsletterError):
+    """The database cannot be created, opened, written or locked (the message names the file)."""
+
+
 class SubscriberError(NewsletterError):
     """A subscriber operation was refused (unknown address, duplicate, bad topic...)."""
 

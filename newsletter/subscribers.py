@@ -8,6 +8,7 @@ command.
 CSV format: header `email,name,topics,status` (`email` required, the others optional, any order);
 `topics` is `;`-separated slugs, `all`, or empty (= all); `status` empty means `subscribed`. UTF-8
 with or without a BOM, LF or CRLF line ends. Export writes all four columns, rows by id, `\\n` line ends.
+A cell a spreadsheet would run as a formula is exported with a `'` in front; the import takes it off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 from . import status_rules as rules
 from .config import Settings, display_path
 from .errors import ImportRefused, SubscriberError
+from .output import open_output
 from .store import Database, now
 from .store import subscribers as store
 from .store.migrations import SUBSCRIBER_STATUSES
@@ -42,6 +44,9 @@ HEADER = ",".join(CSV_COLUMNS)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 100  # characters; a longer name is refused at every entry point
+# A spreadsheet runs a cell that starts with one of = + - @ tab CR as a formula (OWASP, "CSV
+# Injection"); `'*` also catches text that already starts with quotes, so escaping stays reversible.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
 
 
 # Addresses, names, topics, statuses ------------------------------------------------------------
@@ -353,7 +358,7 @@ def _validate_row(
         problems.append(f"{where}: {why}")
         return CsvRow(line, None, problems=tuple(problems))
 
-    raw_email = fields[index["email"]].strip()
+    raw_email = unescape_cell(fields[index["email"]].strip())
     email = None
     if not raw_email:
         problems.append(f"{where}: email is empty")
@@ -365,7 +370,7 @@ def _validate_row(
     name = topics = status = None
     if "name" in index:
         try:
-            name = check_name(fields[index["name"]])
+            name = check_name(unescape_cell(fields[index["name"]].strip()))
         except SubscriberError as exc:
             problems.append(f"{where}: {exc}")
     if "topics" in index:
@@ -529,6 +534,25 @@ def _plan_row(
 # Export ----------------------------------------------------------------------------------------
 
 
+def escape_cell(text: str) -> str:
+    """The text with a `'` before it when a spreadsheet would run it as a formula (`=SUM(A1)`).
+
+    Text that already starts with quotes and then such a character gets one more quote, so that
+    `unescape_cell` takes off exactly what was added: export → import → export gives the same bytes.
+    """
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def unescape_cell(text: str) -> str:
+    """Undo `escape_cell`: one leading `'` off text that is quotes and then a formula character."""
+    return text[1:] if text.startswith("'") and _FORMULA.match(text) else text
+
+
+def csv_row(sub: Subscriber) -> tuple[str, ...]:
+    """One subscriber as the export writes it, every cell safe to open in a spreadsheet."""
+    return tuple(map(escape_cell, (sub.email, sub.name, encode_topics(sub.topics), sub.status)))
+
+
 def export_csv(db: Database, out: TextIO) -> int:
     """Write every subscriber (every status, by id) as CSV to `out`; returns the number of rows.
 
@@ -539,26 +563,16 @@ def export_csv(db: Database, out: TextIO) -> int:
     writer.writerow(CSV_COLUMNS)
     rows = 0
     for sub in store.iter_subscribers(db, status=None):
-        writer.writerow((sub.email, sub.name, encode_topics(sub.topics), sub.status))
+        writer.writerow(csv_row(sub))
         rows += 1
     return rows
 
 
 def export_csv_file(db: Database, path: str | os.PathLike) -> int:
-    """Export to a file, UTF-8 without BOM, written atomically (never half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
-            rows = export_csv(db, out)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SubscriberError(f"{display_path(path)}: cannot write: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return rows
+    """Export to a file, UTF-8 without BOM (a regular file is written atomically: see
+    `output.open_output`, which also keeps devices, FIFOs and symlinks what they are)."""
+    with open_output(path, newline="") as out:
+        return export_csv(db, out)
 
 
 # One subscriber at a time ----------------------------------------------------------------------

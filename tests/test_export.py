@@ -125,3 +125,63 @@ def test_exported_example_matches_the_example(workspace, run):
     example = Path(workspace / "subscribers.example.csv").read_text(encoding="utf-8")
     assert len(out.splitlines()) == len(example.splitlines())
     assert "ingrid.solberg@example.net,Ingrid Solberg,all,subscribed" in out
+
+
+FORMULA_LIKE = [
+    # (email, name) as stored → (email, name) as the export writes them
+    (("sum@example.org", "=SUM(A1:A9)"), ("sum@example.org", "'=SUM(A1:A9)")),
+    (("plus@example.org", "+1 555 0100"), ("plus@example.org", "'+1 555 0100")),
+    (("minus@example.org", "-2+3"), ("minus@example.org", "'-2+3")),
+    (("at@example.org", "@home"), ("at@example.org", "'@home")),
+    (("=cmd|'/ccalc'!a0@example.org", "Dee"), ("'=cmd|'/ccalc'!a0@example.org", "Dee")),
+    (("quoted@example.org", "'=already quoted"), ("quoted@example.org", "''=already quoted")),
+    (("hart@example.org", "'t Hart"), ("hart@example.org", "'t Hart")),
+    (("plain@example.org", "Ana = Ani"), ("plain@example.org", "Ana = Ani")),
+]
+
+
+def add_formula_like_names(db_path):
+    with Database(db_path) as db:
+        for (email, name), _ in FORMULA_LIKE:
+            store.insert(db, email, name=name, topics="all")
+
+
+def test_names_that_look_like_formulas_are_exported_as_text(workspace, run):
+    add_formula_like_names(workspace / "newsletter.db")
+    exported = run("subscribers", "export")
+    assert exported.exit_code == 0, exported.stderr
+    listed = run("subscribers", "list", "--csv")
+    assert listed.stdout == exported.stdout
+    lines = exported.stdout.splitlines()[1:]
+    expected = [f"{email},{name},all,subscribed" for _, (email, name) in FORMULA_LIKE]
+    assert lines == expected
+    for line in lines:  # no cell a spreadsheet would run
+        assert not any(cell[:1] in "=+-@\t\r" for cell in line.split(","))
+
+
+def test_formula_escaping_is_undone_by_the_import_and_the_round_trip_is_byte_identical(
+    workspace, run
+):
+    add_formula_like_names(workspace / "newsletter.db")
+    first = run("subscribers", "export", "-o", "first.csv")
+    assert first.exit_code == 0, first.stderr
+    settings_text = (workspace / "newsletter.yaml").read_text(encoding="utf-8")
+    fresh = workspace / "fresh.yaml"
+    fresh.write_text(settings_text.replace("database: newsletter.db", "database: fresh.db"))
+    imported = run("--config", "fresh.yaml", "subscribers", "import", "first.csv")
+    assert imported.exit_code == 0, imported.stderr
+    with Database(workspace / "fresh.db") as db:
+        stored = [(s.email, s.name) for s in store.iter_subscribers(db, status=None)]
+    assert stored == [original for original, _ in FORMULA_LIKE]
+    second = run("--config", "fresh.yaml", "subscribers", "export")
+    assert second.stdout_bytes == (workspace / "first.csv").read_bytes()
+
+
+def test_every_formula_start_owasp_lists_is_escaped_and_unescaped_exactly():
+    for start in "=+-@\t\r":
+        for text in (f"{start}x", f"'{start}x", f"''{start}x"):
+            assert subs.escape_cell(text) == "'" + text
+            assert subs.unescape_cell(subs.escape_cell(text)) == text
+    for text in ("", "Ana", "'t Hart", "'", "x=1", " =1"):
+        assert subs.escape_cell(text) == text
+        assert subs.unescape_cell(text) == text

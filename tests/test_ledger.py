@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -21,6 +22,7 @@ from newsletter.delivery import (
     list_entries,
     send_issue,
 )
+from newsletter.delivery import plan as planning
 from newsletter.delivery.lock import abandoned
 from newsletter.errors import (
     AuthenticationError,
@@ -377,3 +379,132 @@ def test_an_interrupt_while_waiting_to_retry_keeps_the_sent_and_the_rest_pending
     first = backend.calls[0]
     assert [store.get_entry(db, ISSUE, i).state for i in first] == ["sent", "sent", "pending"]
     assert store.get_send(db, ISSUE)["lock_owner"] is None
+
+
+# Two sends at once: one stalled long enough for another to take its lock over ---------------
+
+
+def ledger_rows(settings, ids) -> list[tuple[str, int | None, str | None]]:
+    """(state, batch_no, provider_id) of these subscribers' rows, read on a connection of its own."""
+    other = Database(settings.paths.database)
+    try:
+        return [
+            (e.state, e.batch_no, e.provider_id)
+            for e in (store.get_entry(other, ISSUE, i) for i in ids)
+        ]
+    finally:
+        other.close()
+
+
+def answer(provider_id):
+    """A backend script step that accepts the whole batch under one provider id."""
+
+    def accept(batch, result):
+        for r in batch.recipients:
+            result.sent[r.subscriber_id] = provider_id
+
+    return accept
+
+
+def test_a_late_answer_to_a_taken_over_batch_leaves_the_batch_now_in_flight_alone(settings, db):
+    """A send stalls on a request; another takes its lock over and, with --retry-unknown, submits
+    the same people again as its own batch. When the stalled request's answer arrives, it must
+    not settle the batch still in flight: the ledger keeps the answer of that batch's request."""
+    taker_in_flight, stalled_recorded = threading.Event(), threading.Event()
+    between, taker_errors = [], []
+
+    def taker_batch(batch, result):
+        taker_in_flight.set()
+        if not stalled_recorded.wait(60):
+            raise RuntimeError("the stalled send never recorded its answer")
+        between.extend(ledger_rows(settings, [r.subscriber_id for r in batch.recipients]))
+        answer("taker-1")(batch, result)
+
+    def taker_send():
+        other = Database(settings.paths.database)
+        try:
+            send(settings, other, taker, retry_unknown=True, stale_after=-1)
+        except BaseException as exc:  # reported by the main thread
+            taker_errors.append(exc)
+        finally:
+            other.close()
+
+    def stalled_batch(batch, result):
+        thread.start()
+        if not taker_in_flight.wait(60):
+            raise RuntimeError("the other send never took over")
+        answer("stalled-1")(batch, result)
+
+    class SaysWhenRecorded(SendObserver):
+        def batch_done(self, sent, skipped, failed, unknown):
+            stalled_recorded.set()
+
+    taker = ScriptedBackend([taker_batch])
+    stalled = ScriptedBackend([stalled_batch])
+    thread = threading.Thread(target=taker_send)
+    with pytest.raises(DeliveryError, match="taken over by another process"):
+        send(settings, db, stalled, observer=SaysWhenRecorded())
+    thread.join(timeout=120)
+    assert not thread.is_alive() and taker_errors == []
+
+    people = stalled.calls[0]
+    assert taker.calls[0] == people  # the same three people, resubmitted as batch 2
+    assert between == [("submitting", 2, None)] * 3
+    assert ledger_rows(settings, people) == [("sent", 2, "taker-1")] * 3
+    assert build_report(db, ISSUE).state == "sent"
+
+
+def test_a_stalled_send_that_plans_late_never_resets_what_another_send_has_sent(
+    settings, db, monkeypatch
+):
+    """A send stalls half-way through planning; another takes over and sends the whole issue.
+    When the stalled one plans its remaining pages, the rows it finds there stay as they are:
+    a sent row put back to pending would be mailed twice."""
+    monkeypatch.setattr(planning, "PLAN_PAGE", 3)
+    pages, taken_over = store.iter_subscribed, []
+    taker = ScriptedBackend(max_batch=20)
+
+    def another_send_takes_over_after_the_first_page(database_, page_size):
+        for n, page in enumerate(pages(database_, page_size)):
+            yield page
+            if n == 0 and not taken_over:
+                taken_over.append(True)
+                other = Database(settings.paths.database)
+                try:
+                    send(settings, other, taker, stale_after=-1)
+                finally:
+                    other.close()
+
+    monkeypatch.setattr(store, "iter_subscribed", another_send_takes_over_after_the_first_page)
+    stalled = ScriptedBackend()
+    result = send(settings, db, stalled)
+
+    assert taken_over and stalled.calls == [] and result.run.sent == 0
+    assert sorted(emails(db, taker.received)) == sorted(EVERYONE)
+    assert store.counts(db, ISSUE) == {"sent": len(EVERYONE), "skipped": 1}
+    taker_ids = {f"msg-{n}" for n in range(1, len(taker.calls) + 1)}
+    assert {e.provider_id for e in list_entries(db, ISSUE, "sent")} == taker_ids
+    assert build_report(db, ISSUE).state == "sent"
+
+
+def test_a_row_recorded_as_sent_shows_no_failure_reason(settings, db):
+    """Whatever a row said before (here: recovered as unknown by a send that took over while
+    its batch was in flight), once the provider's answer records it sent, the report lists it
+    as sent without a reason."""
+    from newsletter.delivery import write_plan
+    from tests.support.delivery import issue_summaries
+
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    owner = "elsewhere:1:stalled"
+    assert store.try_lock(db, ISSUE, owner, "smtp", lambda o, a: False) is None
+    key = store.pending_segments(db, ISSUE)[0][0]
+    claimed, _ = store.claim(db, ISSUE, key, 2, 1, owner)
+    ids = [r.subscriber_id for r in claimed]
+    store.move_state(db, ISSUE, store.SUBMITTING, store.UNKNOWN, "being submitted when it stopped")
+
+    store.record(db, ISSUE, sent={i: f"<{i}@mail>" for i in ids})
+
+    sent = {e.subscriber_id: e for e in list_entries(db, ISSUE, "sent")}
+    assert sorted(sent) == sorted(ids)
+    assert [sent[i].reason for i in ids] == [None, None]

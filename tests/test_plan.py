@@ -8,7 +8,7 @@ import pytest
 from newsletter.delivery import SendRefused, preview_plan, segment_key, send_issue, write_plan
 from newsletter.delivery import plan as planning
 from newsletter.errors import DeliveryError
-from newsletter.render import Renderer
+from newsletter.render import Renderer, select_summaries
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
 from tests.support.delivery import (
@@ -171,3 +171,79 @@ def test_each_segment_is_rendered_once(settings, db, monkeypatch):
     by_segment = {}
     for batch in backend.batches:
         assert by_segment.setdefault(batch.email.summary_ids, batch.email) is batch.email
+
+
+def summaries_for(settings, topics) -> tuple[str, ...]:
+    """The summary ids (issue order) a subscriber with these topics gets."""
+    _, summaries = issue_summaries(settings)
+    return tuple(s.id for s in select_summaries(summaries, topics))
+
+
+def received_summaries(backend) -> dict[int, tuple[str, ...]]:
+    """subscriber id → the summary ids of the email the backend was given for them."""
+    return {
+        r.subscriber_id: batch.email.summary_ids
+        for batch in backend.batches
+        for r in batch.recipients
+    }
+
+
+def test_a_segment_that_first_appears_after_the_first_planning_page_is_sent(
+    settings, db, monkeypatch
+):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    monkeypatch.setattr(planning, "PLAN_PAGE", 3)
+    add_many(db, 4)  # the first page holds only "all" readers
+    genes = insert(db, "genes@example.org", topics=["genetics"])  # second page, a new selection
+    backend = ScriptedBackend(max_batch=10)
+
+    result = send_issue(settings, db, ISSUE, backend=backend)
+
+    assert result.report.state == "sent"
+    got = received_summaries(backend)
+    assert len(got) == 5
+    assert got[genes.id] == summaries_for(settings, ["genetics"])
+    assert set(store.get_plan(db, ISSUE).segments) == {
+        segment_key(summaries_for(settings, "all")),
+        segment_key(summaries_for(settings, ["genetics"])),
+    }
+
+
+def test_someone_with_a_new_topic_choice_who_joins_while_a_send_is_stopped_gets_it_on_resume(
+    settings, db, monkeypatch
+):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    add_many(db, 4)
+    stopping = ScriptedBackend([None, SendRefused("stop here")], max_batch=2)
+    with pytest.raises(SendRefused):
+        send_issue(settings, db, ISSUE, backend=stopping, sleep=lambda s: None)
+    genes = insert(db, "genes@example.org", topics=["genetics"])
+
+    resumed = ScriptedBackend(max_batch=10)
+    result = send_issue(settings, db, ISSUE, backend=resumed)
+
+    assert result.report.state == "sent"
+    got = received_summaries(resumed)
+    assert got[genes.id] == summaries_for(settings, ["genetics"])
+    assert len(got) == 3  # the new reader and the two "all" readers the first run left
+
+
+def test_a_dry_run_of_a_resumed_send_counts_every_skipped_reader_once(settings, db, run):
+    def retired(*numbers):  # readers whose only topic the settings no longer name
+        return [(f"old{n}@example.org", "", ["retired-topic"], "subscribed") for n in numbers]
+
+    add_people(db, retired(1, 2))
+    add_many(db, 3)
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)  # a send began: 2 skipped rows, 3 pending
+    add_people(db, retired(3, 4, 5))
+    add_many(db, 2, start=10)  # joined since: not planned yet
+
+    preview = preview_plan(db, settings, issue, summaries, "outbox", batch_size=1000)
+
+    assert preview.skipped == 2 + 3  # planned skipped rows and the unplanned ones, each once
+    assert preview.recipients == 3 + 2
+    assert preview.existing == {"pending": 3, "skipped": 2}
+    out = run("send", ISSUE, "--dry-run").stdout
+    assert "skipped (no matching topics): 5" in out
+    assert "recipients: 5 in 1 segments" in out

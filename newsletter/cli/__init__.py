@@ -1,18 +1,22 @@
 """The `newsletter` command: a thin layer over the library.
 
 Each command parses its options, calls one library function and prints the result. Library errors
-(`NewsletterError`) become one line per problem on stderr and exit status 1; usage errors exit 2.
+(`NewsletterError`), database errors and file-system errors become one line per problem on stderr
+and exit status 1 (one mapping for every command: `errors.user_message`); usage errors exit 2.
 """
 
 from __future__ import annotations
 
 import sys
 from functools import cached_property
+from pathlib import Path
 
 import click
 
 from ..config import Settings, config_path, load_settings
 from ..errors import NewsletterError
+from ..store import BUSY_TIMEOUT
+from .errors import user_message
 
 
 class App:
@@ -34,6 +38,15 @@ class App:
             self._db = open_database(self.settings)
         return self._db
 
+    def database_in_use(self) -> tuple[Path | None, float]:
+        """The database file this command opened (or would open) and its busy timeout."""
+        if self._db is not None:
+            return self._db.path, self._db.timeout
+        try:
+            return self.settings.paths.database, BUSY_TIMEOUT
+        except (NewsletterError, OSError):
+            return None, BUSY_TIMEOUT
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -47,13 +60,21 @@ def fail(message: str) -> None:
 
 
 class NewsletterGroup(click.Group):
-    """Maps the library's exceptions to a message and exit status 1, never a traceback."""
+    """Maps every error the user can act on to a message and exit status 1, never a traceback.
+
+    The mapping (`errors.user_message`) covers the library's errors, the database's and the
+    file system's, for every command of the group and of its subgroups.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except NewsletterError as exc:
-            fail(str(exc))
+        except Exception as exc:
+            where = ctx.obj.database_in_use() if isinstance(ctx.obj, App) else (None, BUSY_TIMEOUT)
+            message = user_message(exc, *where)
+            if message is None:
+                raise
+            fail(message)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -13,6 +13,7 @@ from ..compose import compose_issue
 from ..config import display_path
 from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, NewsletterError
+from ..output import write_output
 from ..render import Renderer, fill, preview_values, select_summaries
 from . import pass_app
 
@@ -31,13 +32,6 @@ def parse_topics(settings, value: str) -> list[str] | str:
             param_hint="--topics",
         )
     return topics
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @click.command()
@@ -123,7 +117,7 @@ def render(app, issue, topics, fmt, output, raw):
     if not raw:
         body = fill(body, email.substitutions(preview_values(settings, chosen_topics)))
     if output:
-        write_atomically(output, body)
+        write_output(output, body, make_folders=True)
         click.echo(f"Wrote {output} ({len(body.encode('utf-8')) / 1024:.1f} KB)", err=True)
     else:
         click.echo(body, nl=False)

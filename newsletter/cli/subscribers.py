@@ -198,7 +198,7 @@ def list_(app, topic: str | None, status: str | None, as_csv: bool, limit: int |
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(subs.CSV_COLUMNS)
             for sub in itertools.islice(found, limit):
-                writer.writerow((sub.email, sub.name, encode_topics(sub.topics), sub.status))
+                writer.writerow(subs.csv_row(sub))
             stream.flush()
         finally:
             stream.detach()

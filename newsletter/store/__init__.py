@@ -12,8 +12,43 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import NewsletterError
+from ..config import display_path
+from ..errors import NewsletterError, StoreError
 from .migrations import MIGRATIONS
+
+# Seconds a command waits for another one's write to finish before giving up (SQLite's busy
+# timeout); the CLI names it in the error it prints when the wait runs out.
+BUSY_TIMEOUT = 30.0
+
+
+def explain(path: Path, exc: sqlite3.Error, timeout: float = BUSY_TIMEOUT) -> str | None:
+    """One sentence naming the database file for a problem of the file or its use; None for a bug.
+
+    Locks, read-only files, full disks and damaged or foreign files are the user's environment
+    (exit 1 with this sentence); constraint violations and misuse of the API are our bugs.
+    """
+    if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
+        return None
+    shown = display_path(path)
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (
+            f"{shown}: the database is locked: another command has been writing to it for "
+            f"more than {timeout:g} seconds; try again when it has finished"
+        )
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"{shown}: the database is read-only ({text}): make the file and its folder "
+            "writable for the user running this command"
+        )
+    if "unable to open" in text:
+        return (
+            f"{shown}: cannot open the database ({text}): check that its folder exists "
+            "and that the file and folder are readable and writable"
+        )
+    if "not a database" in text or "malformed" in text:
+        return f"{shown}: not a newsletter database, or a damaged one ({text})"
+    return f"{shown}: database error: {text}"
 
 
 def now() -> str:
@@ -27,17 +62,24 @@ class Database:
     Use `with db.transaction():` for every write; nothing outside it is committed half-way.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 30.0):
+    def __init__(self, path: str | Path, timeout: float = BUSY_TIMEOUT):
         self.path = Path(path)
+        self.timeout = timeout
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"{display_path(self.path)}: cannot create the database's folder "
+                    f"{display_path(self.path.parent)}: {(exc.strerror or str(exc)).lower()}"
+                ) from None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so transactions are explicit.
             self.conn = sqlite3.connect(
                 str(path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise NewsletterError(f"{path}: cannot open the database: {exc}") from None
+            raise StoreError(explain(self.path, exc, timeout)) from None
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -49,7 +91,7 @@ class Database:
             self.migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise NewsletterError(f"{path}: not a newsletter database ({exc})") from None
+            raise StoreError(explain(self.path, exc, timeout)) from None
         self._depth = 0
 
     # Schema ------------------------------------------------------------------------------------
@@ -130,4 +172,4 @@ def _split_sql(script: str) -> list[str]:
 
 def open_database(settings) -> Database:
     """The workspace's database, from the settings' `paths.database`."""
-    return Database(settings.paths.database)
+    return Database(settings.paths.database, timeout=BUSY_TIMEOUT)
