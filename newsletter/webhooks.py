@@ -28,12 +28,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import status_rules as rules
 from .config import Settings
 from .errors import NewsletterError
 from .store import Database
 from .store import events as store_events
 from .store import subscribers as store_subscribers
+from .subscribers import rules
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"

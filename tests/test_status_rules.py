@@ -20,11 +20,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from newsletter import status_rules
 from newsletter.cli import cli
 from newsletter.config import load_settings
 from newsletter.store import Database
 from newsletter.store import subscribers as store
+from newsletter.subscribers import rules as status_rules
 from newsletter.suppressions import sync_suppressions
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
@@ -362,4 +362,4 @@ def test_only_the_rules_call_the_store_functions_that_write_a_status():
                 and node.func.value.id in {"store", "store_subscribers", "subscribers"}
             ):
                 callers.add(str(Path(path).relative_to(REPO)))
-    assert callers == {"newsletter/status_rules.py"}
+    assert callers == {"newsletter/subscribers/rules.py"}

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .. import status_rules as rules
 from ..config import Settings
 from ..errors import SubscriberError
 from ..store import Database
 from ..store import subscribers as store_subscribers
 from ..store.subscribers import ALL, Subscriber, TopicChoice
+from ..subscribers import rules
 
 
 class NoTopicChosen(SubscriberError):

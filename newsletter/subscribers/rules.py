@@ -43,11 +43,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from .errors import SubscriberError
-from .store import Database
-from .store import subscribers as store
-from .store.migrations import SUBSCRIBER_STATUSES
-from .store.subscribers import Subscriber, TopicChoice
+from ..errors import SubscriberError
+from ..store import Database
+from ..store import subscribers as store
+from ..store.migrations import SUBSCRIBER_STATUSES
+from ..store.subscribers import Subscriber, TopicChoice
 
 SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED, INVALID = (
     "subscribed",

@@ -27,13 +27,13 @@ from typing import BinaryIO, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
-from . import status_rules as rules
-from .config import Settings, display_path
-from .errors import ImportRefused, SubscriberError
-from .store import Database, now
-from .store import subscribers as store
-from .store.migrations import SUBSCRIBER_STATUSES
-from .store.subscribers import ALL, Subscriber, TopicChoice, decode_topics, encode_topics
+from ..config import Settings, display_path
+from ..errors import ImportRefused, SubscriberError
+from ..store import Database, now
+from ..store import subscribers as store
+from ..store.migrations import SUBSCRIBER_STATUSES
+from ..store.subscribers import ALL, Subscriber, TopicChoice, decode_topics, encode_topics
+from . import rules
 
 CSV_COLUMNS = ("email", "name", "topics", "status")
 STATUSES = SUBSCRIBER_STATUSES
@@ -757,8 +757,8 @@ class IssueReach:
 
 def issue_reach(db: Database, settings: Settings, issue: str) -> IssueReach:
     """Count the subscribed subscribers whose topics match at least one summary of the issue."""
-    from .content import load_issue, load_summaries, resolve_summaries
-    from .render import select_summaries
+    from ..content import load_issue, load_summaries, resolve_summaries
+    from ..render import select_summaries
 
     issue_obj = load_issue(settings, issue)
     summaries = resolve_summaries(issue_obj, load_summaries(settings))
