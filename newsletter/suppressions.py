@@ -215,7 +215,7 @@ def _apply_entry(db: Database, item: ListReport, name: str, status: str, entry: 
     else:
         at = None
     email = entry.get("email")
-    subscriber = store_subscribers.get_by_email(db, email) if isinstance(email, str) else None
+    subscriber = store_subscribers.get_row_by_email(db, email) if isinstance(email, str) else None
     if subscriber is None:
         item.unknown += 1
         return

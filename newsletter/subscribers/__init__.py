@@ -30,7 +30,7 @@ from email_validator import EmailNotValidError, validate_email
 from ..config import Settings, display_path
 from ..errors import ImportRefused, SubscriberError
 from ..store import Database, now
-from ..store import subscribers as store
+from ..store import subscribers as subscriber_rows
 from ..store.migrations import SUBSCRIBER_STATUSES
 from ..store.subscribers import ALL, Subscriber, TopicChoice, decode_topics, encode_topics
 from . import rules
@@ -66,7 +66,7 @@ def check_address(text: str) -> tuple[str | None, str | None]:
     except EmailNotValidError as exc:
         return None, str(exc)
     # The store compares whole addresses case-insensitively: the local part is lower-cased too.
-    return store.normalise_email(valid.ascii_email), None
+    return subscriber_rows.normalise_email(valid.ascii_email), None
 
 
 # Plain ASCII addresses: a dot-atom local part (RFC 5322 atext, as email-validator's DOT_ATOM_TEXT)
@@ -94,7 +94,7 @@ def _fast_address(text: str) -> str | None:
     domain = _domain_verdict(match[2])
     if domain is None:
         return None
-    return store.normalise_email(match[1]) + "@" + domain
+    return subscriber_rows.normalise_email(match[1]) + "@" + domain
 
 
 @lru_cache(maxsize=16384)
@@ -431,7 +431,7 @@ def import_csv(
     shown = display_path(Path(path))
     result = ImportResult(path=shown, dry_run=dry_run)
     problems: list[tuple[int, str]] = []
-    with store.ImportStage(db) as stage:
+    with subscriber_rows.ImportStage(db) as stage:
         # Pass 1: validate while streaming; only rows with a usable address are staged.
         buffer: list[tuple] = []
         for row in read_csv(path, settings.topic_slugs):
@@ -466,7 +466,7 @@ def import_csv(
         try:
             with nullcontext() if dry_run else db.transaction():
                 for page in stage.pages(batch_size):
-                    batch = store.ImportBatch()
+                    batch = subscriber_rows.ImportBatch()
                     for staged in page:
                         reason = f"imported from {shown}:{staged.line}"
                         _plan_row(staged, batch, result, resubscribe, reason)
@@ -486,8 +486,8 @@ def import_csv(
 
 
 def _plan_row(
-    row: store.StagedRow,
-    batch: store.ImportBatch,
+    row: subscriber_rows.StagedRow,
+    batch: subscriber_rows.ImportBatch,
     result: ImportResult,
     resubscribe: bool,
     reason: str,
@@ -538,7 +538,7 @@ def export_csv(db: Database, out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     rows = 0
-    for sub in store.iter_subscribers(db, status=None):
+    for sub in subscriber_rows.iter_subscribers(db, status=None):
         writer.writerow((sub.email, sub.name, encode_topics(sub.topics), sub.status))
         rows += 1
     return rows
@@ -566,7 +566,7 @@ def export_csv_file(db: Database, path: str | os.PathLike) -> int:
 
 def get(db: Database, subscriber_id: int) -> Subscriber:
     """The subscriber with this id; SubscriberError when there is none."""
-    found = store.get(db, subscriber_id)
+    found = subscriber_rows.get_row(db, subscriber_id)
     if found is None:
         raise SubscriberError(f"no subscriber with id {subscriber_id}")
     return found
@@ -574,7 +574,7 @@ def get(db: Database, subscriber_id: int) -> Subscriber:
 
 def find(db: Database, email: str) -> Subscriber:
     """The subscriber with this address (any case); SubscriberError when there is none."""
-    found = store.get_by_email(db, email)
+    found = subscriber_rows.get_row_by_email(db, email)
     if found is None:
         raise SubscriberError(f"no subscriber with the address {email.strip()!r}")
     return found
@@ -599,7 +599,7 @@ def add(
     address = normalise_address(email)
     name = check_name(name or "")
     choice = parse_topics(topics, settings.topic_slugs)
-    existing = store.get_by_email(db, address)
+    existing = subscriber_rows.get_row_by_email(db, address)
     if existing is not None:
         raise SubscriberError(
             f"{address} is already a subscriber (status {existing.status}); "
@@ -616,11 +616,11 @@ def set_topics(
     settings: Settings,
     who: int | str | Subscriber,
     topics: str | Iterable[str],
-    source: store.Source,
+    source: subscriber_rows.HistorySource,
 ) -> bool:
     """Replace a subscriber's topics (by id or address); False when unchanged. Never touches status."""
     choice = parse_topics(topics, settings.topic_slugs)
-    return store.set_topics(db, _resolve(db, who).id, choice, source)
+    return subscriber_rows.write_topics(db, _resolve(db, who).id, choice, source)
 
 
 def unsubscribe(db: Database, who: int | str | Subscriber, reason: str | None = None) -> bool:
@@ -648,7 +648,7 @@ def resubscribe(
 
 def iter_subscribed(db: Database, page_size: int = 1000) -> Iterator[Subscriber]:
     """Every subscribed subscriber, by id, streamed in pages (never the whole list in memory)."""
-    return store.iter_subscribers(db, SUBSCRIBED, page_size)
+    return subscriber_rows.iter_subscribers(db, SUBSCRIBED, page_size)
 
 
 def _list_filters(settings: Settings, topic: str | None, status: str | None) -> dict:
@@ -666,20 +666,20 @@ def list_subscribers(
     db: Database, settings: Settings, topic: str | None = None, status: str | None = None
 ) -> Iterator[Subscriber]:
     """Subscribers (by id, streamed) with that status (None: any) who would get that topic."""
-    return store.iter_subscribers(db, **_list_filters(settings, topic, status))
+    return subscriber_rows.iter_subscribers(db, **_list_filters(settings, topic, status))
 
 
 def count_subscribers(
     db: Database, settings: Settings, topic: str | None = None, status: str | None = None
 ) -> int:
     """How many subscribers `list_subscribers` with the same filters gives."""
-    return store.count(db, **_list_filters(settings, topic, status))
+    return subscriber_rows.count(db, **_list_filters(settings, topic, status))
 
 
 def history(db: Database, who: int | str | Subscriber) -> tuple[Subscriber, list[dict]]:
     """The subscriber and every recorded change (at, field, old_value, new_value, source, reason)."""
     sub = _resolve(db, who)
-    return sub, store.history(db, sub.id)
+    return sub, subscriber_rows.history_rows(db, sub.id)
 
 
 # Statistics ------------------------------------------------------------------------------------
@@ -719,11 +719,11 @@ class SubscriberStats:
 def stats(db: Database, settings: Settings) -> SubscriberStats:
     """Subscribers per status and per topic; topics the settings no longer name are reported apart."""
     known = settings.topic_slugs
-    counts = store.count_by_status(db)
+    counts = subscriber_rows.count_by_status(db)
     by_status = {status: counts.get(status, 0) for status in STATUSES}
     chosen = dict.fromkeys(known, 0)
     all_topics = no_known = 0
-    for encoded, n in store.count_by_topics(db, SUBSCRIBED).items():
+    for encoded, n in subscriber_rows.count_by_topics(db, SUBSCRIBED).items():
         topics = decode_topics(encoded)
         if topics == ALL:
             all_topics += n
@@ -734,7 +734,7 @@ def stats(db: Database, settings: Settings) -> SubscriberStats:
         for slug in matching:
             chosen[slug] += n
     unknown: dict[str, int] = {}
-    for encoded, n in store.count_by_topics(db, None).items():
+    for encoded, n in subscriber_rows.count_by_topics(db, None).items():
         topics = decode_topics(encoded)
         if topics != ALL:
             for slug in sorted(topics.difference(known)):
@@ -765,7 +765,7 @@ def issue_reach(db: Database, settings: Settings, issue: str) -> IssueReach:
     known = settings.topic_slugs
     subscribed = reached = 0
     segments: set[tuple[str, ...]] = set()
-    for encoded, n in store.count_by_topics(db, SUBSCRIBED).items():
+    for encoded, n in subscriber_rows.count_by_topics(db, SUBSCRIBED).items():
         subscribed += n
         topics = decode_topics(encoded)
         # Topics no longer in the settings are ignored for matching.

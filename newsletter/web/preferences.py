@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..errors import SubscriberError
 from ..store import Database
-from ..store import subscribers as store_subscribers
+from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL, Subscriber, TopicChoice
 from ..subscribers import rules
 
@@ -61,7 +61,7 @@ def chosen_topics(
 
 
 def save_topics(db: Database, subscriber: Subscriber, topics: TopicChoice) -> bool:
-    return store_subscribers.set_topics(db, subscriber.id, topics, "web")
+    return subscriber_rows.write_topics(db, subscriber.id, topics, "web")
 
 
 def unsubscribe(db: Database, subscriber: Subscriber, reason: str) -> bool:
