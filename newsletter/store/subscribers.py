@@ -388,7 +388,7 @@ class ImportStage:
 
 @dataclass
 class ImportBatch:
-    """The writes of one page of an import, decided by `newsletter.subscribers`.
+    """The writes of one page of an import, decided by `newsletter.subscribers.csv_import`.
 
     new: (email, name, topics, status, reason); names and topics: (id, old, new);
     statuses: (id, old, new, reason).

@@ -1,6 +1,6 @@
 """What the preference centre changes: a subscriber's topics from the form, unsubscribe,
 subscribe again. Every change is recorded in the history with source `web`; whether a status
-may change is `newsletter.status_rules`' to decide. Saving topics never changes the status."""
+may change is `newsletter.subscribers.rules`' to decide. Saving topics never changes the status."""
 
 from __future__ import annotations
 
