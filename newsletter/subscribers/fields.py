@@ -114,10 +114,23 @@ def _shown(name: str, width: int = 30) -> str:
     return repr(name if len(name) <= MAX_NAME else name[:width] + "…")
 
 
+class UnknownTopics(SubscriberError):
+    """Topics the settings do not name: `unknown` lists them, `known` the topics there are."""
+
+    def __init__(self, unknown: list[str], known: tuple[str, ...]):
+        self.unknown, self.known = unknown, known
+        super().__init__(
+            f"unknown topic {', '.join(map(repr, unknown))} "
+            f"(known topics: {', '.join(known)}; or 'all')"
+        )
+
+
 def parse_topics(text: str | Iterable[str], known: Iterable[str]) -> TopicChoice:
     """`a;b` or `a,b` (or a list of slugs), `all`, or empty (= all) → a topic choice.
 
-    SubscriberError names the unknown topics and the known ones.
+    The one topic parser: the CSV, the admin's `--topics`, the editor's `--topics` and the
+    preference form all read topics here. Slugs are compared ignoring case and spaces.
+    UnknownTopics (a SubscriberError) names the unknown topics and the known ones.
     """
     if isinstance(text, str):
         return _parse_topics_text(text, tuple(known))
@@ -139,10 +152,7 @@ def _parse_topic_list(items: tuple[str, ...], known: tuple[str, ...]) -> TopicCh
         return ALL
     unknown = [s for s in slugs if s not in known]
     if unknown:
-        raise SubscriberError(
-            f"unknown topic {', '.join(map(repr, unknown))} "
-            f"(known topics: {', '.join(known)}; or 'all')"
-        )
+        raise UnknownTopics(unknown, known)
     return frozenset(slugs)
 
 

@@ -13,6 +13,7 @@ from ..store import Database
 from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL, Subscriber, TopicChoice
 from ..subscribers import rules
+from ..subscribers.fields import parse_topics
 
 
 class NoTopicChosen(SubscriberError):
@@ -51,7 +52,9 @@ def chosen_topics(
     the boxes are what they touched. Raises NoTopicChosen when no shown topic is ticked.
     """
     known = settings.topic_slugs
-    picked = {slug for slug in ticked if slug in known}
+    # A box the page did not show (a forged or stale form) is ignored, not refused.
+    shown_ticked = [slug for slug in ticked if slug in known]
+    picked = parse_topics(shown_ticked, known) if shown_ticked else frozenset()
     if choice == "all" and not (shown == "all" and picked != set(known)):
         return ALL
     if not picked:
