@@ -425,20 +425,14 @@ def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Histor
                     f"reason) SELECT id, ?, {field_sql} FROM subscribers WHERE id > ? ORDER BY id",
                     (at, source, before),
                 )
-        if batch.names:
-            conn.executemany(
-                "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
-                ((new, at, sid) for sid, _, new in batch.names),
-            )
-            changes = ((sid, "name", old, new, None) for sid, old, new in batch.names)
-            _history_many(conn, changes, at, source)
-        if batch.topics:
-            conn.executemany(
-                "UPDATE subscribers SET topics = ?, updated_at = ? WHERE id = ?",
-                ((new, at, sid) for sid, _, new in batch.topics),
-            )
-            changes = ((sid, "topics", old, new, None) for sid, old, new in batch.topics)
-            _history_many(conn, changes, at, source)
+        for column, changed in (("name", batch.names), ("topics", batch.topics)):
+            if changed:  # `column` is one of the two names above, never input
+                conn.executemany(
+                    f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ?",
+                    ((new, at, sid) for sid, _, new in changed),
+                )
+                changes = ((sid, column, old, new, None) for sid, old, new in changed)
+                _history_many(conn, changes, at, source)
         if batch.statuses:
             conn.executemany(
                 "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
