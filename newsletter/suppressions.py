@@ -15,12 +15,12 @@ import urllib.error
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import status_rules as rules
 from .config import Settings
 from .errors import AuthenticationError, ConfigError, DeliveryError
 from .store import Database
 from .store import events as store_events
 from .store import subscribers as store_subscribers
+from .subscribers import rules
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 PAGE_SIZE = 500  # SendGrid's maximum `limit` for suppression lists
@@ -215,7 +215,7 @@ def _apply_entry(db: Database, item: ListReport, name: str, status: str, entry: 
     else:
         at = None
     email = entry.get("email")
-    subscriber = store_subscribers.get_by_email(db, email) if isinstance(email, str) else None
+    subscriber = store_subscribers.get_row_by_email(db, email) if isinstance(email, str) else None
     if subscriber is None:
         item.unknown += 1
         return

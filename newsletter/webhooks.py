@@ -28,12 +28,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import status_rules as rules
 from .config import Settings
 from .errors import NewsletterError
 from .store import Database
 from .store import events as store_events
 from .store import subscribers as store_subscribers
+from .subscribers import rules
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -369,7 +369,9 @@ def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookRep
     change = _status_for(event, settings)
     if change is not None:
         email = event.get("email")
-        subscriber = store_subscribers.get_by_email(db, email) if isinstance(email, str) else None
+        subscriber = (
+            store_subscribers.get_row_by_email(db, email) if isinstance(email, str) else None
+        )
         if subscriber is None:
             report.unmatched.append(f"{event.get('event')}: not a subscriber")
         elif rules.change(db, subscriber, rules.Source.WEBHOOK, *change, at=at) == "changed":

@@ -15,7 +15,7 @@ from newsletter.delivery import RetryPolicy, build_report, send_issue
 from newsletter.delivery.backends.sendgrid import SendGridBackend, retry_after_seconds
 from newsletter.errors import AuthenticationError, DeliveryError, PayloadRejected
 from newsletter.store import ledger as store
-from newsletter.store.subscribers import get_by_email, insert
+from newsletter.store.subscribers import get_row_by_email, insert
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid, load_mail_send_schema
 from tests.support.delivery import (
     ISSUE,
@@ -155,7 +155,7 @@ def test_example_issue_to_example_subscribers_through_sendgrid(run, workspace, f
         assert "asm" not in body and "mail_settings" not in body and "send_at" not in body
         for p in body["personalizations"]:
             [to] = p["to"]
-            subscriber = get_by_email(db, to["email"])
+            subscriber = get_row_by_email(db, to["email"])
             assert p["custom_args"] == {
                 "newsletter_issue": ISSUE,
                 "newsletter_subscriber": str(subscriber.id),

@@ -15,7 +15,7 @@ def test_export_format(tmp_path):
         store.insert(db, "Zed@Example.org", name="Zed", topics=["infections", "genetics"])
         store.insert(db, "ana@example.org", name='Lopez, Ana "Ani"', topics="all")
         gone = store.insert(db, "gone@example.org", name="José", topics=["genetics"])
-        store.set_status(db, gone.id, "unsubscribed", "web")
+        store.write_status(db, gone.id, "unsubscribed", "web")
         out = io.StringIO(newline="")
         assert subs.export_csv(db, out) == 3
     # Rows by id (the order they were added); topics sorted; every status; '\n' line ends.
@@ -68,7 +68,7 @@ def test_unsubscribes_survive_the_round_trip(tmp_path, settings):
     with Database(tmp_path / "a.db") as db:
         for status in ("unsubscribed", "bounced", "complained", "invalid"):
             sub = store.insert(db, f"{status}@example.org")
-            store.set_status(db, sub.id, status, "sendgrid")
+            store.write_status(db, sub.id, status, "sendgrid")
         subs.export_csv_file(db, tmp_path / "out.csv")
     with Database(tmp_path / "b.db") as db:
         subs.import_csv(db, settings, tmp_path / "out.csv")

@@ -47,7 +47,7 @@ def seeded(workspace, run) -> Path:
 
 def status_of(db_path: Path, email: str) -> str:
     with Database(db_path) as db:
-        return store.get_by_email(db, email).status
+        return store.get_row_by_email(db, email).status
 
 
 # Bad input: a clear error, exit 1, nothing written -----------------------------------------------
@@ -122,7 +122,7 @@ def test_a_correctly_quoted_name_with_a_comma_is_fine(workspace, run, seeded):
     result = run("subscribers", "import", "ok.csv")
     assert result.exit_code == 0, result.stderr
     with Database(seeded) as db:
-        assert store.get_by_email(db, "x@example.org").name == "Lopez, Ana"
+        assert store.get_row_by_email(db, "x@example.org").name == "Lopez, Ana"
 
 
 def test_missing_file_is_an_error_not_a_traceback(run):
@@ -187,7 +187,7 @@ def test_import_the_example_file(workspace, run):
             "bounced": 2,
             "complained": 1,
         }
-        ingrid = store.get_by_email(db, "INGRID.SOLBERG@example.net")
+        ingrid = store.get_row_by_email(db, "INGRID.SOLBERG@example.net")
         assert (ingrid.email, ingrid.topics) == ("ingrid.solberg@example.net", "all")
 
 
@@ -200,9 +200,9 @@ def test_existing_subscribers_are_updated_with_history(workspace, run, seeded):
     assert result.exit_code == 0, result.stderr
     assert "2 rows: 0 added, 1 updated, 1 unchanged, 0 refused" in result.stdout
     with Database(seeded) as db:
-        ana = store.get_by_email(db, "ana@example.org")
+        ana = store.get_row_by_email(db, "ana@example.org")
         assert (ana.name, ana.topics) == ("Ana María", {"genetics", "infections"})
-        changes = store.history(db, ana.id)[-2:]
+        changes = store.history_rows(db, ana.id)[-2:]
     assert [(c["field"], c["old_value"], c["new_value"], c["source"]) for c in changes] == [
         ("name", "Ana", "Ana María", "import"),
         ("topics", "genetics", "genetics;infections", "import"),
@@ -217,7 +217,7 @@ def test_missing_columns_leave_those_fields_alone(workspace, run, seeded):
     assert "3 rows: 1 added, 0 updated, 2 unchanged" in result.stdout
     with Database(seeded) as db:
         ana, cy, new = (
-            store.get_by_email(db, e)
+            store.get_row_by_email(db, e)
             for e in ("ana@example.org", "cy@example.org", "new@example.org")
         )
     assert (ana.name, ana.topics, ana.status) == ("Ana", {"genetics"}, "subscribed")
@@ -230,8 +230,8 @@ def test_a_row_with_status_unsubscribed_unsubscribes(workspace, run, seeded):
     result = run("subscribers", "import", "leavers.csv")
     assert "1 updated" in result.stdout
     with Database(seeded) as db:
-        ben = store.get_by_email(db, "ben@example.org")
-        last = store.history(db, ben.id)[-1]
+        ben = store.get_row_by_email(db, "ben@example.org")
+        last = store.history_rows(db, ben.id)[-1]
     assert (ben.status, ben.status_source, ben.status_reason) == (
         "unsubscribed",
         "import",
@@ -252,28 +252,28 @@ def test_a_row_with_status_unsubscribed_unsubscribes(workspace, run, seeded):
 @pytest.mark.parametrize("status_cell", ["subscribed", ""])
 def test_import_never_resubscribes_anyone_who_left(db, settings, tmp_path, left, status_cell):
     sub = store.insert(db, "left@example.org", topics=["genetics"])
-    store.set_status(db, sub.id, left, "sendgrid", "provider said so")
+    store.write_status(db, sub.id, left, "sendgrid", "provider said so")
     path = tmp_path / "old.csv"
     path.write_text(HEADER + f"left@example.org,Back,infections,{status_cell}\n")
     result = subs.import_csv(db, settings, path)
-    after = store.get(db, sub.id)
+    after = store.get_row(db, sub.id)
     assert (after.status, after.status_source) == (left, "sendgrid")
     assert (after.name, after.topics) == ("Back", {"infections"})  # the rest is still updated
     assert (result.updated, result.kept_status) == (1, 1)
     assert all(
-        c["field"] != "status" or c["source"] == "sendgrid" for c in store.history(db, sub.id)
+        c["field"] != "status" or c["source"] == "sendgrid" for c in store.history_rows(db, sub.id)
     )
 
 
 @pytest.mark.parametrize("left", ["unsubscribed", "bounced", "complained", "invalid"])
 def test_resubscribe_flag_allows_it(db, settings, tmp_path, left):
     sub = store.insert(db, "left@example.org")
-    store.set_status(db, sub.id, left, "cli")
+    store.write_status(db, sub.id, left, "cli")
     path = tmp_path / "back.csv"
     path.write_text(HEADER + "left@example.org,,,subscribed\n")
     result = subs.import_csv(db, settings, path, resubscribe=True)
     assert (result.updated, result.kept_status) == (1, 0)
-    after = store.get(db, sub.id)
+    after = store.get_row(db, sub.id)
     assert (after.status, after.status_source) == ("subscribed", "import")
 
 
@@ -435,8 +435,8 @@ def test_batches_cover_every_row_with_history(db, settings, tmp_path):
     assert calls == [(500, 2345), (1000, 2345), (1500, 2345), (2000, 2345), (2345, 2345)]
     assert store.count(db) == 2345
     assert db.conn.execute("SELECT count(*) FROM history").fetchone()[0] == 2 * 2345
-    last = store.get_by_email(db, "p2344@example.net")
-    assert [c["field"] for c in store.history(db, last.id)] == ["created", "topics"]
+    last = store.get_row_by_email(db, "p2344@example.net")
+    assert [c["field"] for c in store.history_rows(db, last.id)] == ["created", "topics"]
 
 
 def test_failure_midway_writes_nothing(db, settings, tmp_path):

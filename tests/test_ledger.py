@@ -33,7 +33,7 @@ from newsletter.errors import (
 )
 from newsletter.store import Database
 from newsletter.store import ledger as store
-from newsletter.store.subscribers import get_by_email, set_status
+from newsletter.store.subscribers import get_row_by_email, write_status
 from tests.support.delivery import (
     ELIGIBLE,
     ISSUE,
@@ -121,11 +121,11 @@ def test_a_batch_is_committed_as_submitting_before_the_provider_is_called(settin
 
 
 def test_someone_who_unsubscribes_during_the_send_is_not_sent_to(settings, db):
-    late = get_by_email(db, "safety@example.org")
+    late = get_row_by_email(db, "safety@example.org")
 
     def unsubscribe_someone_later(batch, result):
         assert late.id not in [r.subscriber_id for r in batch.recipients]
-        set_status(db, late.id, "unsubscribed", source="web")
+        write_status(db, late.id, "unsubscribed", source="web")
         backend.accept(batch, result)
 
     backend = ScriptedBackend([unsubscribe_someone_later], max_batch=1)
@@ -349,7 +349,7 @@ def test_a_failing_check_blocks_the_send_and_writes_nothing(settings, db):
 
 
 def test_report_lists_who_got_it_who_did_not_and_why(settings, db):
-    set_status(db, get_by_email(db, "vax@example.org").id, "unsubscribed", "web")
+    write_status(db, get_row_by_email(db, "vax@example.org").id, "unsubscribed", "web")
     backend = ScriptedBackend([None, None, PayloadRejected("bad")], max_batch=2)
     with pytest.raises(PayloadRejected):
         send(settings, db, backend)

@@ -20,11 +20,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from newsletter import status_rules
 from newsletter.cli import cli
 from newsletter.config import load_settings
 from newsletter.store import Database
 from newsletter.store import subscribers as store
+from newsletter.subscribers import rules as status_rules
 from newsletter.suppressions import sync_suppressions
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
@@ -95,7 +95,7 @@ class Case:
         self.workspace, self.sendgrid, self.email = place.workspace, place.sendgrid, email
 
     def sub(self):
-        return store.get_by_email(self.db, self.email)
+        return store.get_row_by_email(self.db, self.email)
 
     def token(self, purpose):
         return SIGNER.sign(self.sub().id, purpose)
@@ -300,12 +300,12 @@ def test_every_cell_of_the_table(driver, column, to, place, monkeypatch):
     current = None
     if column == HELD:  # bounced, then an unsubscribe from SendGrid: the bounce still holds
         sub = store.insert(db, email, status="bounced", source="sendgrid", reason="bounce")
-        store.set_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
+        store.write_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
         current = "unsubscribed"
     elif column != NEW:
         store.insert(db, email, status=column, source="import")
         current = column
-    before = store.history(db, case.sub().id) if current else []
+    before = store.history_rows(db, case.sub().id) if current else []
 
     outcome = DRIVERS[driver][1](case, to)
 
@@ -317,7 +317,7 @@ def test_every_cell_of_the_table(driver, column, to, place, monkeypatch):
     status_rows = (
         [
             h
-            for h in store.history(db, after.id)[len(before) :]
+            for h in store.history_rows(db, after.id)[len(before) :]
             if h["field"] in ("status", "created")
         ]
         if after
@@ -343,7 +343,7 @@ def test_every_cell_of_the_table(driver, column, to, place, monkeypatch):
 
 # --- Nothing else writes a status ------------------------------------------------------------------
 
-WRITERS = {"set_status", "insert", "write_import_batch"}
+WRITERS = {"write_status", "insert", "write_import_batch"}
 
 
 def test_only_the_rules_call_the_store_functions_that_write_a_status():
@@ -359,7 +359,8 @@ def test_only_the_rules_call_the_store_functions_that_write_a_status():
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr in WRITERS
                 and isinstance(node.func.value, ast.Name)
-                and node.func.value.id in {"store", "store_subscribers", "subscribers"}
+                and node.func.value.id
+                in {"store", "store_subscribers", "subscriber_rows", "subscribers"}
             ):
                 callers.add(str(Path(path).relative_to(REPO)))
-    assert callers == {"newsletter/status_rules.py"}
+    assert callers == {"newsletter/subscribers/rules.py"}

@@ -42,24 +42,24 @@ def test_insert_and_look_up_by_id_and_email_ignoring_case(db):
     assert sub.email == "ana@example.org"
     assert sub.topics == {"genetics", "infections"}
     assert (sub.status, sub.status_source) == ("subscribed", "cli")
-    assert store.get(db, sub.id) == sub
-    assert store.get_by_email(db, "ANA@example.org") == sub
-    assert store.get_by_email(db, "nobody@example.org") is None
+    assert store.get_row(db, sub.id) == sub
+    assert store.get_row_by_email(db, "ANA@example.org") == sub
+    assert store.get_row_by_email(db, "nobody@example.org") is None
     with pytest.raises(sqlite3.IntegrityError):
         store.insert(db, "ana@EXAMPLE.org")
 
 
 def test_status_change_is_recorded_in_history(db):
     sub = store.insert(db, "a@example.org", topics="all")
-    assert store.set_status(db, sub.id, "unsubscribed", "web", "one-click link")
-    assert not store.set_status(db, sub.id, "unsubscribed", "web")  # unchanged: nothing recorded
-    after = store.get(db, sub.id)
+    assert store.write_status(db, sub.id, "unsubscribed", "web", "one-click link")
+    assert not store.write_status(db, sub.id, "unsubscribed", "web")  # unchanged: nothing recorded
+    after = store.get_row(db, sub.id)
     assert (after.status, after.status_source, after.status_reason) == (
         "unsubscribed",
         "web",
         "one-click link",
     )
-    changes = store.history(db, sub.id)
+    changes = store.history_rows(db, sub.id)
     assert [(c["field"], c["old_value"], c["new_value"], c["source"]) for c in changes] == [
         ("created", None, "subscribed", "cli"),
         ("topics", None, "all", "cli"),
@@ -73,7 +73,7 @@ def test_history_is_append_only(db):
         db.conn.execute("UPDATE history SET source = 'web' WHERE subscriber_id = ?", (sub.id,))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.conn.execute("DELETE FROM history WHERE subscriber_id = ?", (sub.id,))
-    assert len(store.history(db, sub.id)) == 2
+    assert len(store.history_rows(db, sub.id)) == 2
 
 
 def test_transaction_rolls_back_everything_on_error(db):
@@ -94,7 +94,7 @@ def people(db):
         "two@example.org": store.insert(db, "two@example.org", topics=["genetics", "infections"]),
         "gone@example.org": store.insert(db, "gone@example.org", topics=["genetics"]),
     }
-    store.set_status(db, made["gone@example.org"].id, "unsubscribed", "cli")
+    store.write_status(db, made["gone@example.org"].id, "unsubscribed", "cli")
     return made
 
 
@@ -199,19 +199,19 @@ def test_write_import_batch_writes_rows_and_history(db):
     assert len(batch) == 5
     with db.transaction():
         store.write_import_batch(db, batch, "2026-01-01T00:00:00Z", "import")
-    n2 = store.get_by_email(db, "n2@example.org")
+    n2 = store.get_row_by_email(db, "n2@example.org")
     assert (n2.status, n2.status_source, n2.status_reason) == (
         "unsubscribed",
         "import",
         "imported from x.csv:3",
     )
-    assert [(c["field"], c["new_value"], c["source"]) for c in store.history(db, n2.id)] == [
+    assert [(c["field"], c["new_value"], c["source"]) for c in store.history_rows(db, n2.id)] == [
         ("created", "unsubscribed", "import"),
         ("topics", "genetics", "import"),
     ]
-    after = store.get(db, old.id)
+    after = store.get_row(db, old.id)
     assert (after.name, after.topics, after.status) == ("Older", {"infections"}, "bounced")
-    changes = [(c["field"], c["old_value"], c["new_value"]) for c in store.history(db, old.id)]
+    changes = [(c["field"], c["old_value"], c["new_value"]) for c in store.history_rows(db, old.id)]
     assert changes[2:] == [
         ("name", "Old", "Older"),
         ("topics", "genetics", "infections"),

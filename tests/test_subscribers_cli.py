@@ -12,7 +12,7 @@ from newsletter.store import subscribers as store
 
 
 def get(db, email):
-    return store.get_by_email(db, email)
+    return store.get_row_by_email(db, email)
 
 
 # add ---------------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_set_topics(run, db):
     assert get(db, "ana@example.org").topics == {"genetics", "womens-health"}
     again = run("subscribers", "set-topics", "ana@example.org", "genetics,womens-health")
     assert again.stdout == "ana@example.org: topics unchanged: genetics, womens-health\n"
-    last = store.history(db, get(db, "ana@example.org").id)[-1]
+    last = store.history_rows(db, get(db, "ana@example.org").id)[-1]
     assert (last["field"], last["old_value"], last["new_value"], last["source"]) == (
         "topics",
         "all",
@@ -140,7 +140,7 @@ def test_unsubscribe_and_resubscribe(run, db):
 
 def test_unsubscribe_keeps_a_bounce_as_it_is(run, db):
     sub = store.insert(db, "b@example.org")
-    store.set_status(db, sub.id, "bounced", "sendgrid", "mailbox full")
+    store.write_status(db, sub.id, "bounced", "sendgrid", "mailbox full")
     result = run("subscribers", "unsubscribe", "b@example.org")
     assert result.stdout == "b@example.org is already bounced: nothing changed\n"
     assert get(db, "b@example.org").status_reason == "mailbox full"
@@ -156,7 +156,7 @@ def test_unsubscribe_keeps_a_bounce_as_it_is(run, db):
 )
 def test_resubscribing_a_bounced_address_needs_force_and_a_reason(run, db, status, what):
     sub = store.insert(db, "b@example.org")
-    store.set_status(db, sub.id, status, "sendgrid", "SendGrid said so")
+    store.write_status(db, sub.id, status, "sendgrid", "SendGrid said so")
 
     refused = run("subscribers", "resubscribe", "b@example.org")
     assert refused.exit_code == 1
@@ -178,7 +178,7 @@ def test_resubscribing_a_bounced_address_needs_force_and_a_reason(run, db, statu
         "new mailbox, by phone",
     )
     assert (done.exit_code, done.stdout) == (0, f"Resubscribed b@example.org (was {status})\n")
-    last = store.history(db, sub.id)[-1]
+    last = store.history_rows(db, sub.id)[-1]
     assert (last["field"], last["old_value"], last["new_value"], last["source"]) == (
         "status",
         status,
@@ -190,8 +190,8 @@ def test_resubscribing_a_bounced_address_needs_force_and_a_reason(run, db, statu
 
 def test_resubscribe_refuses_an_unsubscribe_that_followed_a_bounce(run, db):
     sub = store.insert(db, "b@example.org")
-    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
-    store.set_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
+    store.write_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
+    store.write_status(db, sub.id, "unsubscribed", "sendgrid", "SendGrid unsubscribe")
     refused = run("subscribers", "resubscribe", "b@example.org")
     assert refused.exit_code == 1
     assert "b@example.org is unsubscribed after a bounce: only an admin clears" in refused.stderr
@@ -202,8 +202,8 @@ def test_resubscribe_refuses_an_unsubscribe_that_followed_a_bounce(run, db):
 
 def test_resubscribe_names_the_latest_stop_under_an_unsubscribe(workspace, run, db):
     sub = store.insert(db, "b@example.org")
-    store.set_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
-    store.set_status(db, sub.id, "complained", "sendgrid", "SendGrid spam report")
+    store.write_status(db, sub.id, "bounced", "sendgrid", "SendGrid bounce")
+    store.write_status(db, sub.id, "complained", "sendgrid", "SendGrid spam report")
     (workspace / "fix.csv").write_text("email,status\nb@example.org,unsubscribed\n")
     assert "1 updated" in run("subscribers", "import", "fix.csv", "--resubscribe").stdout
     refused = run("subscribers", "resubscribe", "b@example.org")
@@ -334,7 +334,7 @@ def test_stats_for_an_issue_counts_who_would_get_it(workspace, run, db):
     store.insert(db, "old@example.org", topics=["retired-topic"])  # no: unknown topics are ignored
     store.insert(db, "mix@example.org", topics=["retired-topic", "diagnosis-imaging"])  # yes
     gone = store.insert(db, "gone@example.org", topics=["diagnosis-imaging"])  # no: unsubscribed
-    store.set_status(db, gone.id, "unsubscribed", "cli")
+    store.write_status(db, gone.id, "unsubscribed", "cli")
     result = run("subscribers", "stats", "--issue", issue)
     assert result.exit_code == 0, result.stderr
     assert (

@@ -46,7 +46,7 @@ def add(db, email, status="subscribed"):
 
 
 def status_of(db, email):
-    return store.get_by_email(db, email).status
+    return store.get_row_by_email(db, email).status
 
 
 def requests_for(fake, kind):
@@ -101,7 +101,7 @@ def test_sync_pages_maps_statuses_and_ignores_strangers(settings, db, fake):
     assert status_of(db, "s0@example.com") == status_of(db, "s1@example.com") == "complained"
     assert status_of(db, "i0@example.com") == status_of(db, "i1@example.com") == "invalid"
     assert status_of(db, "bystander@example.com") == "subscribed"
-    assert store.get_by_email(db, "stranger1@example.com") is None  # never added
+    assert store.get_row_by_email(db, "stranger1@example.com") is None  # never added
 
     by_name = {item.name: item for item in report.lists}
     assert by_name["unsubscribes"].fetched == 7
@@ -120,18 +120,18 @@ def test_sync_pages_maps_statuses_and_ignores_strangers(settings, db, fake):
     assert all("start_time" not in r["query"] for r in fake.suppression_requests())
 
     # Every change is in the history with source sendgrid and a reason.
-    change = store.history(db, store.get_by_email(db, "b0@example.com").id)[-1]
+    change = store.history_rows(db, store.get_row_by_email(db, "b0@example.com").id)[-1]
     assert change["field"] == "status" and change["source"] == "sendgrid"
     assert change["new_value"] == "bounced"
     assert change["reason"].startswith("SendGrid bounce: 550 5.1.1")
-    assert store.get_by_email(db, "s0@example.com").status_source == "sendgrid"
+    assert store.get_row_by_email(db, "s0@example.com").status_source == "sendgrid"
 
 
 def test_second_sync_asks_only_for_what_is_new(settings, db, fake):
     seed_subscribers(db)
     seed(fake)
     sync_suppressions(settings, db, page_size=3)
-    before = {s.id: store.history(db, s.id) for s in store.iter_subscribers(db, status=None)}
+    before = {s.id: store.history_rows(db, s.id) for s in store.iter_subscribers(db, status=None)}
     first_count = len(fake.suppression_requests())
 
     report = sync_suppressions(settings, db, page_size=3)
@@ -146,7 +146,7 @@ def test_second_sync_asks_only_for_what_is_new(settings, db, fake):
         "invalid_emails": T0 + 41 - OVERLAP_SECONDS,
     }
     assert report.changed == 0
-    after = {s.id: store.history(db, s.id) for s in store.iter_subscribers(db, status=None)}
+    after = {s.id: store.history_rows(db, s.id) for s in store.iter_subscribers(db, status=None)}
     assert after == before
 
     # Something new appears later: the next sync picks it up, starting from the watermark.
@@ -196,7 +196,9 @@ def test_address_on_two_lists_gets_the_stronger_status(settings, db, fake):
     fake.set_suppressions("spam_reports", [{"email": "both@example.com", "created": T0 + 1}])
     sync_suppressions(settings, db)
     assert status_of(db, "both@example.com") == "complained"
-    statuses = [h for h in store.history(db, store.get_by_email(db, "both@example.com").id)]
+    statuses = [
+        h for h in store.history_rows(db, store.get_row_by_email(db, "both@example.com").id)
+    ]
     assert [h["new_value"] for h in statuses if h["field"] == "status"] == ["complained"]
 
 
@@ -207,7 +209,7 @@ def test_an_old_entry_never_undoes_a_later_resubscribe(settings, db, fake):
     assert status_of(db, "back@example.com") == "unsubscribed"
 
     # They come back through the preference page; the next sync re-reads the same entry.
-    store.set_status(db, sub.id, "subscribed", "web", "subscribed again on the preference page")
+    store.write_status(db, sub.id, "subscribed", "web", "subscribed again on the preference page")
     report = sync_suppressions(settings, db)
     assert status_of(db, "back@example.com") == "subscribed"
     assert report.lists[1].name == "unsubscribes" and report.lists[1].resubscribed == 1
@@ -222,8 +224,10 @@ def clock(monkeypatch):
 
 
 def status_changes(db, email):
-    sub = store.get_by_email(db, email)
-    return [(h["at"], h["new_value"]) for h in store.history(db, sub.id) if h["field"] == "status"]
+    sub = store.get_row_by_email(db, email)
+    return [
+        (h["at"], h["new_value"]) for h in store.history_rows(db, sub.id) if h["field"] == "status"
+    ]
 
 
 def test_an_entry_dated_between_an_unsubscribe_and_a_resubscribe_does_not_undo_it(

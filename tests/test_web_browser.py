@@ -106,8 +106,8 @@ def test_preferences_from_the_email_link(sent, live, page, db, screenshots):
     page.locator("#saved").wait_for()
     assert "You will get: Genetics, Women's health." in page.locator("#saved").inner_text()
     check_page_quality(page)
-    assert store.get(db, alice.id).topics == {"genetics", "womens-health"}
-    change = store.history(db, alice.id)[-1]
+    assert store.get_row(db, alice.id).topics == {"genetics", "womens-health"}
+    change = store.history_rows(db, alice.id)[-1]
     assert change["field"] == "topics" and change["source"] == "web"
     # The page shows what is now saved.
     assert page.get_by_label("Women's health").is_checked()
@@ -120,7 +120,7 @@ def test_preferences_from_the_email_link(sent, live, page, db, screenshots):
     error = page.get_by_role("alert")
     assert "Please tick at least one topic." in error.inner_text()
     assert error.get_by_role("link", name="unsubscribe").count() == 1
-    assert store.get(db, alice.id).topics == {"genetics", "womens-health"}
+    assert store.get_row(db, alice.id).topics == {"genetics", "womens-health"}
 
 
 def test_keyboard_focus_order_and_visible_focus(sent, page):
@@ -168,7 +168,7 @@ def test_unsubscribe_from_the_email_link_and_the_next_send_skips_them(
     page.get_by_role("button", name="Unsubscribe").click()
     page.get_by_role("heading", name="You are unsubscribed").wait_for()
     check_page_quality(page)
-    now = store.get(db, alice.id)
+    now = store.get_row(db, alice.id)
     assert now.status == "unsubscribed" and now.status_source == "web"
     assert page.get_by_role("button", name="Subscribe again").is_visible()
     assert page.get_by_role("link", name="Change topics instead").is_visible()
@@ -189,6 +189,6 @@ def test_unsubscribe_from_the_email_link_and_the_next_send_skips_them(
     page.get_by_role("button", name="Subscribe again", exact=True).click()
     page.get_by_role("heading", name="You are subscribed again").wait_for()
     check_page_quality(page)
-    assert store.get(db, alice.id).status == "subscribed"
-    statuses = [h["source"] for h in store.history(db, alice.id) if h["field"] == "status"]
+    assert store.get_row(db, alice.id).status == "subscribed"
+    statuses = [h["source"] for h in store.history_rows(db, alice.id) if h["field"] == "status"]
     assert statuses == ["web", "web"]

@@ -139,7 +139,7 @@ ROUTES = [
 @pytest.mark.parametrize(("method", "route"), ROUTES)
 def test_bad_tokens_get_400_and_change_nothing(client, db, two, method, route):
     a, b = two
-    store.set_status(db, a.id, "unsubscribed", "cli")  # so that a resubscribe would show
+    store.write_status(db, a.id, "unsubscribed", "cli")  # so that a resubscribe would show
     before = db_state(db)
     tokens = bad_tokens(a, b)
     # A token for another purpose (unsubscribe ↔ preferences) is refused as well.
@@ -165,11 +165,11 @@ def test_a_token_acts_on_its_own_subscriber_only(client, db, two):
         data={"choice": "chosen", "topics": ["womens-health"], "subscribe_again": "yes"},
     )
     # ("Subscribe again with these topics", the button an unsubscribed subscriber sees.)
-    assert store.get(db, a.id).status == "subscribed"
-    assert store.get(db, a.id).topics == {"womens-health"}
+    assert store.get_row(db, a.id).status == "subscribed"
+    assert store.get_row(db, a.id).topics == {"womens-health"}
     after_b = [tuple(r) for r in db.conn.execute("SELECT * FROM subscribers WHERE id = ?", (b.id,))]
     assert after_b == before_b
-    assert {h["source"] for h in store.history(db, a.id)[2:]} == {"web"}
+    assert {h["source"] for h in store.history_rows(db, a.id)[2:]} == {"web"}
 
 
 # --- Refusing to start, and the ways to run it ----------------------------------------------------

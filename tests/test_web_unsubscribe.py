@@ -27,7 +27,7 @@ def url(sub, purpose="unsubscribe"):
 
 def test_get_shows_one_button_and_changes_nothing(client, db):
     sub = store.insert(db, "reader@example.com", topics={"genetics"})
-    before = store.history(db, sub.id)
+    before = store.history_rows(db, sub.id)
     response = client.get(url(sub))
     assert response.status_code == 200
     html = response.get_data(as_text=True)
@@ -37,8 +37,8 @@ def test_get_shows_one_button_and_changes_nothing(client, db):
         r'<form method="post" action="([^"]+)">.*?<button[^>]*>Unsubscribe</button>', html, re.S
     )
     assert form and form.group(1) == url(sub)
-    assert store.get(db, sub.id).status == "subscribed"
-    assert store.history(db, sub.id) == before
+    assert store.get_row(db, sub.id).status == "subscribed"
+    assert store.history_rows(db, sub.id) == before
 
 
 def test_one_click_post_without_cookies_unsubscribes(client, db):
@@ -48,10 +48,10 @@ def test_one_click_post_without_cookies_unsubscribes(client, db):
     )
     assert response.status_code == 200
     assert "Set-Cookie" not in response.headers
-    now = store.get(db, sub.id)
+    now = store.get_row(db, sub.id)
     assert now.status == "unsubscribed"
     assert now.status_source == "web" and now.status_reason == "one-click unsubscribe"
-    change = store.history(db, sub.id)[-1]
+    change = store.history_rows(db, sub.id)[-1]
     assert (change["field"], change["old_value"], change["new_value"], change["source"]) == (
         "status",
         "subscribed",
@@ -60,9 +60,9 @@ def test_one_click_post_without_cookies_unsubscribes(client, db):
     )
 
     # Mail providers retry: a second POST answers 200 and records nothing more.
-    count = len(store.history(db, sub.id))
+    count = len(store.history_rows(db, sub.id))
     assert client.post(url(sub), data=ONE_CLICK).status_code == 200
-    assert len(store.history(db, sub.id)) == count
+    assert len(store.history_rows(db, sub.id)) == count
 
 
 def test_one_click_over_real_http_as_a_mail_provider_sends_it(server, db):
@@ -83,8 +83,8 @@ def test_one_click_over_real_http_as_a_mail_provider_sends_it(server, db):
     with opener.open(request, timeout=10) as response:
         assert response.status == 200
         assert response.headers.get("Set-Cookie") is None
-    assert store.get(db, sub.id).status == "unsubscribed"
-    assert store.get(db, sub.id).status_reason == "one-click unsubscribe"
+    assert store.get_row(db, sub.id).status == "unsubscribed"
+    assert store.get_row(db, sub.id).status_reason == "one-click unsubscribe"
 
 
 def test_page_button_post_and_the_page_afterwards(client, db):
@@ -105,16 +105,16 @@ def test_page_button_post_and_the_page_afterwards(client, db):
     # "Change topics instead" opens their preference page; "Subscribe again" brings them back.
     assert client.get(change.group(1)).status_code == 200
     assert client.post(resubscribe.group(1)).status_code == 200
-    assert store.get(db, sub.id).status == "subscribed"
-    statuses = [h["new_value"] for h in store.history(db, sub.id) if h["field"] == "status"]
+    assert store.get_row(db, sub.id).status == "subscribed"
+    statuses = [h["new_value"] for h in store.history_rows(db, sub.id) if h["field"] == "status"]
     assert statuses == ["unsubscribed", "subscribed"]
 
 
 def test_a_post_without_the_one_click_body_also_unsubscribes(client, db):
     sub = store.insert(db, "reader@example.com")
     assert client.post(url(sub)).status_code == 200
-    assert store.get(db, sub.id).status == "unsubscribed"
-    assert store.get(db, sub.id).status_reason == "unsubscribe page"
+    assert store.get_row(db, sub.id).status == "unsubscribed"
+    assert store.get_row(db, sub.id).status_reason == "unsubscribe page"
 
 
 def test_get_when_already_unsubscribed_says_so(client, db):
@@ -127,7 +127,7 @@ def test_get_when_already_unsubscribed_says_so(client, db):
 def test_unsubscribing_a_complainer_keeps_the_complaint(client, db):
     sub = store.insert(db, "angry@example.com", status="complained")
     html = client.post(url(sub), data=ONE_CLICK).get_data(as_text=True)
-    assert store.get(db, sub.id).status == "complained"
+    assert store.get_row(db, sub.id).status == "complained"
     assert "Subscribe again" not in html
 
 
@@ -142,8 +142,8 @@ def test_one_click_on_a_bounced_address_keeps_the_bounce_and_offers_no_subscribe
     client, db, status, said
 ):
     sub = store.insert(db, "stopped@example.com", status="subscribed")
-    store.set_status(db, sub.id, status, "sendgrid", "SendGrid bounce: 550 5.1.1")
-    before = store.history(db, sub.id)
+    store.write_status(db, sub.id, status, "sendgrid", "SendGrid bounce: 550 5.1.1")
+    before = store.history_rows(db, sub.id)
 
     response = client.post(
         url(sub), data=ONE_CLICK, content_type="application/x-www-form-urlencoded"
@@ -152,8 +152,8 @@ def test_one_click_on_a_bounced_address_keeps_the_bounce_and_offers_no_subscribe
     html = response.get_data(as_text=True)
     assert said in html and "We send no more" in html
     assert "Subscribe again" not in html
-    assert store.get(db, sub.id).status == status
-    assert store.history(db, sub.id) == before
+    assert store.get_row(db, sub.id).status == status
+    assert store.history_rows(db, sub.id) == before
 
     # Neither the preference page nor its "Subscribe again" address brings the address back.
     page = client.get(url(sub, "preferences")).get_data(as_text=True)
@@ -161,5 +161,5 @@ def test_one_click_on_a_bounced_address_keeps_the_bounce_and_offers_no_subscribe
     again = client.post(url(sub, "preferences").replace("/preferences/", "/resubscribe/"))
     assert again.status_code == 409
     assert "We cannot restart the newsletter from here" in again.get_data(as_text=True)
-    assert store.get(db, sub.id).status == status
-    assert store.history(db, sub.id) == before
+    assert store.get_row(db, sub.id).status == status
+    assert store.history_rows(db, sub.id) == before

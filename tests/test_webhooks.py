@@ -175,7 +175,7 @@ def test_valid_batch_changes_statuses_and_ledger(workspace, db, people, keys, mo
     p = people
 
     def status(name):
-        return store.get(db, p[name].id).status
+        return store.get_row(db, p[name].id).status
 
     assert status("delivered") == "subscribed"
     assert status("bounced") == "bounced"
@@ -187,10 +187,10 @@ def test_valid_batch_changes_statuses_and_ledger(workspace, db, people, keys, mo
     assert status("blocked") == "subscribed"  # a temporary block is not a dead address
     assert status("opened") == "subscribed"
     assert status("complainer") == "complained"  # never weakened to bounced
-    changed = store.get(db, p["bounced"].id)
+    changed = store.get_row(db, p["bounced"].id)
     assert changed.status_source == "sendgrid"
     assert changed.status_reason == "SendGrid bounce: 550 5.1.1 no such user"
-    assert store.history(db, p["spam"].id)[-1]["source"] == "sendgrid"
+    assert store.history_rows(db, p["spam"].id)[-1]["source"] == "sendgrid"
 
     assert ledger(db, p["delivered"].id)["delivery"] == "delivered"
     assert ledger(db, p["delivered"].id)["delivery_at"].endswith("Z")
@@ -222,13 +222,13 @@ def test_replay_after_a_resubscribe_changes_nothing(client, db, people, keys):
     sub = people["unsub"]
     events = [event("unsubscribe", sub, 1)]
     post(client, keys[0], events)
-    store.set_status(db, sub.id, "subscribed", "web", "subscribed again on the preference page")
+    store.write_status(db, sub.id, "subscribed", "web", "subscribed again on the preference page")
     assert post(client, keys[0], events).status_code == 200
-    assert store.get(db, sub.id).status == "subscribed"
+    assert store.get_row(db, sub.id).status == "subscribed"
     # A late copy with another id but an old timestamp is stale too.
     late = [event("unsubscribe", sub, 2, sg_event_id="evt-late")]
     assert post(client, keys[0], late).status_code == 200
-    assert store.get(db, sub.id).status == "subscribed"
+    assert store.get_row(db, sub.id).status == "subscribed"
 
 
 def test_a_late_delivered_never_hides_a_bounce(client, db, people, keys):
@@ -299,7 +299,7 @@ def test_public_key_from_settings_file(workspace, db, keys, monkeypatch):
     client = create_app(load_settings(path)).test_client()
     sub = store.insert(db, "reader@example.com")
     assert post(client, keys[0], [event("spamreport", sub, 1)]).status_code == 200
-    assert store.get(db, sub.id).status == "complained"
+    assert store.get_row(db, sub.id).status == "complained"
 
 
 def test_event_id_without_sg_event_id_is_stable():
@@ -326,9 +326,9 @@ def test_library_entry_point(settings, db, keys, monkeypatch):
     signed_at = signed_now()
     with pytest.raises(SignatureInvalid):
         handle_webhook(settings, db, body, sign(keys[0], body, signed_at), signed_now(1))
-    assert store.get(db, sub.id).status == "subscribed"
+    assert store.get_row(db, sub.id).status == "subscribed"
     report = handle_webhook(settings, db, body, sign(keys[0], body, signed_at), signed_at)
-    assert report.status_changes == 1 and store.get(db, sub.id).status == "unsubscribed"
+    assert report.status_changes == 1 and store.get_row(db, sub.id).status == "unsubscribed"
 
 
 # --- One bad event costs only itself (D13) -------------------------------------------------------
@@ -372,9 +372,9 @@ def test_a_bad_event_in_a_signed_batch_is_skipped_and_logged_and_the_rest_applie
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
     assert (report["received"], report["applied"], report["invalid"]) == (3, 2, 1)
-    assert store.get(db, p["unsub"].id).status == "unsubscribed"
-    assert store.get(db, p["spam"].id).status == "complained"
-    assert store.get(db, p["bounced"].id).status == "subscribed"  # the bad one: not applied
+    assert store.get_row(db, p["unsub"].id).status == "unsubscribed"
+    assert store.get_row(db, p["spam"].id).status == "complained"
+    assert store.get_row(db, p["bounced"].id).status == "subscribed"  # the bad one: not applied
     assert ledger(db, p["bounced"].id)["delivery"] is None
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning.startswith("SendGrid webhook: event 2 of 3 skipped: ")
@@ -386,7 +386,7 @@ def test_an_event_whose_type_is_not_text_is_ignored(client, db, people, keys):
     response = post(client, keys[0], [odd, event("spamreport", people["spam"], 2)])
     assert response.status_code == 200
     assert (response.get_json()["ignored"], response.get_json()["applied"]) == (1, 1)
-    assert store.get(db, people["bounced"].id).status == "subscribed"
+    assert store.get_row(db, people["bounced"].id).status == "subscribed"
 
 
 def test_a_batch_of_only_bad_events_is_still_answered_2xx(client, db, people, keys):
@@ -457,7 +457,7 @@ def test_freshness_boundary(settings, db, keys, monkeypatch):
     for now in (signed_at + 601, signed_at - 601):
         with pytest.raises(WebhookTooOld):
             handle_webhook(settings, db, body, signature, str(signed_at), now=now)
-    assert store.get(db, sub.id).status == "subscribed"
+    assert store.get_row(db, sub.id).status == "subscribed"
     report = handle_webhook(settings, db, body, signature, str(signed_at), now=signed_at + 600)
     assert report.status_changes == 1
 

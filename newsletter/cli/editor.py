@@ -12,26 +12,29 @@ from ..checks import check_issue
 from ..compose import compose_issue
 from ..config import display_path
 from ..content import load_issue, load_summaries, resolve_summaries
-from ..errors import CheckFailed, NewsletterError
+from ..errors import CheckFailed, NewsletterError, SubscriberError
 from ..output import write_output
 from ..render import Renderer, fill, preview_values, select_summaries
+from ..store.subscribers import ALL
+from ..subscribers.fields import UnknownTopics
+from ..subscribers.fields import parse_topics as parse_topic_choice
 from . import pass_app
 
 
 def parse_topics(settings, value: str) -> list[str] | str:
-    """'all' or comma-separated topic slugs, each one known to the settings."""
-    value = (value or "all").strip()
-    if value == "all":
-        return "all"
-    topics = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in topics if t not in settings.topic_slugs]
-    if unknown or not topics:
+    """`--topics`: 'all' or comma-separated topic slugs, each one known to the settings, read by
+    the list's own parser; the slugs come back in the settings' order (the footer names them so)."""
+    try:
+        choice = parse_topic_choice(value or ALL, settings.topic_slugs)
+    except UnknownTopics as exc:
         raise click.BadParameter(
-            f"unknown topic {', '.join(unknown) or repr(value)} "
-            f"(known topics: {', '.join(settings.topic_slugs)}, or 'all')",
+            f"unknown topic {', '.join(exc.unknown)} "
+            f"(known topics: {', '.join(exc.known)}, or 'all')",
             param_hint="--topics",
-        )
-    return topics
+        ) from None
+    except SubscriberError as exc:  # 'all' with other topics
+        raise click.BadParameter(str(exc), param_hint="--topics") from None
+    return ALL if choice == ALL else [t for t in settings.topic_slugs if t in choice]
 
 
 @click.command()

@@ -7,8 +7,12 @@ NewsletterError, which the group prints as `error: ...` with exit status 1.
 from __future__ import annotations
 
 import io
+import itertools
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.console import Console
@@ -16,7 +20,7 @@ from rich.table import Table
 
 from .. import subscribers as subs
 from ..config import display_path
-from ..store.subscribers import encode_topics
+from ..store.subscribers import Subscriber, encode_topics
 from . import pass_app
 
 SOURCE = "cli"
@@ -35,6 +39,25 @@ def _say(text: str, err: bool = False) -> None:
 
 def _topics_text(topics) -> str:
     return encode_topics(topics).replace(";", ", ")
+
+
+@contextmanager
+def _csv_stdout() -> Iterator[TextIO]:
+    """Standard output as a text stream for CSV: UTF-8 and the format's own line ends whatever
+    the locale (the text goes straight to the bytes)."""
+    sys.stdout.flush()
+    stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+    try:
+        yield stream
+        stream.flush()
+    finally:
+        stream.detach()
+
+
+def _say_status_change(before: Subscriber, changed: bool, done: str) -> None:
+    """What an unsubscribe or resubscribe did: `done` when it changed the status, else that the
+    address already had the status asked for (a refusal is an error, raised before this)."""
+    _say(done if changed else f"{before.email} is already {before.status}: nothing changed")
 
 
 @click.group()
@@ -95,14 +118,8 @@ def export(app, output: Path | None) -> None:
         rows = subs.export_csv_file(app.db, output)
         _say(f"Exported {rows} subscribers to {display_path(output)}", err=True)
     else:
-        sys.stdout.flush()
-        # UTF-8 and the exact line ends whatever the locale: the CSV goes to the bytes below.
-        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-        try:
+        with _csv_stdout() as stream:
             subs.export_csv(app.db, stream)
-            stream.flush()
-        finally:
-            stream.detach()
     if report.unknown_topics:
         names = ", ".join(report.unknown_topics)
         held = sum(report.unknown_topics.values())
@@ -146,11 +163,9 @@ def set_topics(app, email: str, topics: str) -> None:
 @pass_app
 def unsubscribe(app, email: str, reason: str | None) -> None:
     """Unsubscribe one address."""
-    if subs.unsubscribe(app.db, email, reason=reason):
-        _say(f"Unsubscribed {subs.find(app.db, email).email}")
-    else:
-        sub = subs.find(app.db, email)
-        _say(f"{sub.email} is already {sub.status}: nothing changed")
+    before = subs.find(app.db, email)
+    changed = subs.unsubscribe(app.db, before, reason=reason)
+    _say_status_change(before, changed, f"Unsubscribed {before.email}")
 
 
 @subscribers.command()
@@ -163,10 +178,8 @@ def unsubscribe(app, email: str, reason: str | None) -> None:
 def resubscribe(app, email: str, reason: str | None, force: bool) -> None:
     """Make an unsubscribed address subscribed again (bounced, complained, invalid: --force)."""
     before = subs.find(app.db, email)
-    if subs.resubscribe(app.db, before, reason=reason, force=force):
-        _say(f"Resubscribed {before.email} (was {before.status})")
-    else:
-        _say(f"{before.email} is already subscribed: nothing changed")
+    changed = subs.resubscribe(app.db, before, reason=reason, force=force)
+    _say_status_change(before, changed, f"Resubscribed {before.email} (was {before.status})")
 
 
 @subscribers.command("list")
@@ -181,9 +194,6 @@ def resubscribe(app, email: str, reason: str | None, force: bool) -> None:
 @pass_app
 def list_(app, topic: str | None, status: str | None, as_csv: bool, limit: int | None) -> None:
     """List subscribers, optionally by topic and status."""
-    import csv
-    import itertools
-
     settings = app.settings
     if topic is not None and topic.strip().lower() not in settings.topic_slugs:
         _say(
@@ -192,16 +202,8 @@ def list_(app, topic: str | None, status: str | None, as_csv: bool, limit: int |
         )
     found = subs.list_subscribers(app.db, settings, topic=topic, status=status)
     if as_csv:
-        sys.stdout.flush()
-        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-        try:
-            writer = csv.writer(stream, lineterminator="\n")
-            writer.writerow(subs.CSV_COLUMNS)
-            for sub in itertools.islice(found, limit):
-                writer.writerow(subs.csv_row(sub))
-            stream.flush()
-        finally:
-            stream.detach()
+        with _csv_stdout() as stream:
+            subs.write_csv(stream, itertools.islice(found, limit))
         return
     limit = limit or TABLE_LIMIT
     table = Table(title_justify="left")

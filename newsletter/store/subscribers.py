@@ -1,9 +1,10 @@
-"""SQL of subscribers and their append-only history.
+"""SQL of subscribers and their append-only history: rows in, rows out, no rules.
 
-These are plain storage operations; the rules about who may change what live in
-`newsletter.subscribers` (addresses, topics) and `newsletter.status_rules` (statuses: the only
-caller of the functions here that write a status). Every change of status, topics or name is
-written to `history` in the same transaction as the change.
+A lookup returns None when there is no such row (`get_row`, `get_row_by_email`); a `write_*`
+changes a column as asked. The rules live in the package `newsletter.subscribers`: addresses and
+topics in `subscribers.fields`, statuses in `subscribers.rules` (the only caller of the functions
+here that write a status). Every change of status, topics or name is written to `history` in the
+same transaction as the change.
 
 A CSV import is staged in a TEMP table (`ImportStage`: on the connection, never in the database
 file), joined with `subscribers` in pages, and written back with `write_import_batch` inside the
@@ -22,7 +23,7 @@ from . import Database, now
 
 ALL = "all"
 TopicChoice = frozenset[str] | Literal["all"]
-Source = Literal["import", "cli", "web", "sendgrid"]
+HistorySource = Literal["import", "cli", "web", "sendgrid"]
 
 _COLUMNS = (
     "id, email, name, topics, status, created_at, updated_at, "
@@ -83,13 +84,13 @@ def _row(row: sqlite3.Row | None) -> Subscriber | None:
     return Subscriber(**data)
 
 
-def get(db: Database, subscriber_id: int) -> Subscriber | None:
+def get_row(db: Database, subscriber_id: int) -> Subscriber | None:
     """The subscriber with this id, or None."""
     row = db.conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,))
     return _row(row.fetchone())
 
 
-def get_by_email(db: Database, email: str) -> Subscriber | None:
+def get_row_by_email(db: Database, email: str) -> Subscriber | None:
     """The subscriber with this address (any case), or None."""
     row = db.conn.execute(
         f"SELECT {_COLUMNS} FROM subscribers WHERE email = ?", (normalise_email(email),)
@@ -111,7 +112,7 @@ def insert(
     name: str = "",
     topics: TopicChoice | Iterable[str] = ALL,
     status: str = "subscribed",
-    source: Source = "cli",
+    source: HistorySource = "cli",
     reason: str | None = None,
 ) -> Subscriber:
     """Add a subscriber (the caller has validated the address and topics)."""
@@ -136,7 +137,7 @@ def insert(
         _history(db, sid, at, "created", None, status, source, reason)
         encoded = encode_topics(topics)
         _history(db, sid, at, "topics", None, encoded, source)
-    return get(db, sid)
+    return get_row(db, sid)
 
 
 def _change(
@@ -144,7 +145,7 @@ def _change(
     subscriber_id: int,
     field: str,
     value: str,
-    source: Source,
+    source: HistorySource,
     reason: str | None = None,
 ) -> bool:
     """Set one of status/topics/name and append its history row, in one transaction.
@@ -176,23 +177,18 @@ def _change(
     return True
 
 
-def set_status(
-    db: Database, subscriber_id: int, status: str, source: Source, reason: str | None = None
+def write_status(
+    db: Database, subscriber_id: int, status: str, source: HistorySource, reason: str | None = None
 ) -> bool:
     """Change the status; returns False (and records nothing) when it is unchanged."""
     return _change(db, subscriber_id, "status", status, source, reason)
 
 
-def set_topics(
-    db: Database, subscriber_id: int, topics: TopicChoice | Iterable[str], source: Source
+def write_topics(
+    db: Database, subscriber_id: int, topics: TopicChoice | Iterable[str], source: HistorySource
 ) -> bool:
     """Replace the topic choice; returns False when it is unchanged."""
     return _change(db, subscriber_id, "topics", encode_topics(topics), source)
-
-
-def set_name(db: Database, subscriber_id: int, name: str, source: Source) -> bool:
-    """Replace the name; returns False when it is unchanged."""
-    return _change(db, subscriber_id, "name", name, source)
 
 
 def _filters(
@@ -263,7 +259,7 @@ def count_by_topics(db: Database, status: str | None = "subscribed") -> dict[str
     return {r["topics"]: r["n"] for r in rows}
 
 
-def history(db: Database, subscriber_id: int) -> list[dict]:
+def history_rows(db: Database, subscriber_id: int) -> list[dict]:
     """Every recorded change of one subscriber, oldest first (at, field, old/new_value, source, reason)."""
     rows = db.conn.execute(
         "SELECT at, field, old_value, new_value, source, reason FROM history "
@@ -392,7 +388,7 @@ class ImportStage:
 
 @dataclass
 class ImportBatch:
-    """The writes of one page of an import, decided by `newsletter.subscribers`.
+    """The writes of one page of an import, decided by `newsletter.subscribers.csv_import`.
 
     new: (email, name, topics, status, reason); names and topics: (id, old, new);
     statuses: (id, old, new, reason).
@@ -407,7 +403,7 @@ class ImportBatch:
         return len(self.new) + len(self.names) + len(self.topics) + len(self.statuses)
 
 
-def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Source) -> None:
+def write_import_batch(db: Database, batch: ImportBatch, at: str, source: HistorySource) -> None:
     """Apply one batch with executemany, history included. Joins the caller's transaction."""
     with db.transaction() as conn:
         if batch.new:
@@ -429,20 +425,14 @@ def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Source
                     f"reason) SELECT id, ?, {field_sql} FROM subscribers WHERE id > ? ORDER BY id",
                     (at, source, before),
                 )
-        if batch.names:
-            conn.executemany(
-                "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
-                ((new, at, sid) for sid, _, new in batch.names),
-            )
-            changes = ((sid, "name", old, new, None) for sid, old, new in batch.names)
-            _history_many(conn, changes, at, source)
-        if batch.topics:
-            conn.executemany(
-                "UPDATE subscribers SET topics = ?, updated_at = ? WHERE id = ?",
-                ((new, at, sid) for sid, _, new in batch.topics),
-            )
-            changes = ((sid, "topics", old, new, None) for sid, old, new in batch.topics)
-            _history_many(conn, changes, at, source)
+        for column, changed in (("name", batch.names), ("topics", batch.topics)):
+            if changed:  # `column` is one of the two names above, never input
+                conn.executemany(
+                    f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ?",
+                    ((new, at, sid) for sid, _, new in changed),
+                )
+                changes = ((sid, column, old, new, None) for sid, old, new in changed)
+                _history_many(conn, changes, at, source)
         if batch.statuses:
             conn.executemany(
                 "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "

@@ -104,7 +104,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
 
     def subscriber_for(token: str, purpose: Purpose) -> Subscriber:
         subscriber_id = signer.verify(token, purpose)
-        subscriber = store_subscribers.get(db(), subscriber_id)
+        subscriber = store_subscribers.get_row(db(), subscriber_id)
         if subscriber is None:
             raise TokenError("this link names no subscriber")
         return subscriber
@@ -192,7 +192,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
             bool(request.form.get("subscribe_again"))
             and prefs.resubscribe(db(), subscriber) == "changed"
         )
-        subscriber = store_subscribers.get(db(), subscriber.id)
+        subscriber = store_subscribers.get_row(db(), subscriber.id)
         labels = settings.topic_labels
         saved = ALL if topics == ALL else [labels[s] for s in settings.topic_slugs if s in topics]
         return preferences_page(
@@ -227,7 +227,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
         one_click = request.form.get(ONE_CLICK_BODY[0]) == ONE_CLICK_BODY[1]
         reason = "one-click unsubscribe" if one_click else "unsubscribe page"
         changed = prefs.unsubscribe(db(), subscriber, reason)
-        subscriber = store_subscribers.get(db(), subscriber.id)
+        subscriber = store_subscribers.get_row(db(), subscriber.id)
         return page(
             "unsubscribed",
             email=subscriber.email,
@@ -242,7 +242,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
     def resubscribe(token: str):
         subscriber = subscriber_for(token, "preferences")
         outcome = prefs.resubscribe(db(), subscriber)
-        subscriber = store_subscribers.get(db(), subscriber.id)
+        subscriber = store_subscribers.get_row(db(), subscriber.id)
         return page(
             "resubscribed",
             409 if outcome == "refused" else 200,

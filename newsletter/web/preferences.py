@@ -1,18 +1,19 @@
 """What the preference centre changes: a subscriber's topics from the form, unsubscribe,
 subscribe again. Every change is recorded in the history with source `web`; whether a status
-may change is `newsletter.status_rules`' to decide. Saving topics never changes the status."""
+may change is `newsletter.subscribers.rules`' to decide. Saving topics never changes the status."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .. import status_rules as rules
 from ..config import Settings
 from ..errors import SubscriberError
 from ..store import Database
-from ..store import subscribers as store_subscribers
+from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL, Subscriber, TopicChoice
+from ..subscribers import rules
+from ..subscribers.fields import parse_topics
 
 
 class NoTopicChosen(SubscriberError):
@@ -51,7 +52,9 @@ def chosen_topics(
     the boxes are what they touched. Raises NoTopicChosen when no shown topic is ticked.
     """
     known = settings.topic_slugs
-    picked = {slug for slug in ticked if slug in known}
+    # A box the page did not show (a forged or stale form) is ignored, not refused.
+    shown_ticked = [slug for slug in ticked if slug in known]
+    picked = parse_topics(shown_ticked, known) if shown_ticked else frozenset()
     if choice == "all" and not (shown == "all" and picked != set(known)):
         return ALL
     if not picked:
@@ -61,7 +64,7 @@ def chosen_topics(
 
 
 def save_topics(db: Database, subscriber: Subscriber, topics: TopicChoice) -> bool:
-    return store_subscribers.set_topics(db, subscriber.id, topics, "web")
+    return subscriber_rows.write_topics(db, subscriber.id, topics, "web")
 
 
 def unsubscribe(db: Database, subscriber: Subscriber, reason: str) -> bool:

@@ -43,11 +43,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from .errors import SubscriberError
-from .store import Database
-from .store import subscribers as store
-from .store.migrations import SUBSCRIBER_STATUSES
-from .store.subscribers import Subscriber, TopicChoice
+from ..errors import SubscriberError
+from ..store import Database
+from ..store import subscribers as subscriber_rows
+from ..store.migrations import SUBSCRIBER_STATUSES
+from ..store.subscribers import Subscriber, TopicChoice
 
 SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED, INVALID = (
     "subscribed",
@@ -86,7 +86,7 @@ class Source(StrEnum):
 
 
 # What the history's `source` column says for each (the store's four sources).
-HISTORY_SOURCE: dict[Source, store.Source] = {
+HISTORY_SOURCE: dict[Source, subscriber_rows.HistorySource] = {
     Source.IMPORT: "import",
     Source.IMPORT_RESUBSCRIBE: "import",
     Source.ADMIN_ADD: "cli",
@@ -161,7 +161,7 @@ def holding(db: Database, subscriber: Subscriber) -> str | None:
     if subscriber.status != UNSUBSCRIBED:
         return None
     hold = None
-    for row in store.history(db, subscriber.id):
+    for row in subscriber_rows.history_rows(db, subscriber.id):
         if row["field"] not in ("created", "status"):
             continue
         if row["new_value"] in HOLDS:
@@ -187,7 +187,7 @@ def came_back_after(db: Database, subscriber: Subscriber, at: str | None) -> boo
     after `at` (ISO). Without a date nothing can be older than the return: False."""
     if at is None or subscriber.status != SUBSCRIBED:
         return False
-    changes = [h for h in store.history(db, subscriber.id) if h["field"] == "status"]
+    changes = [h for h in subscriber_rows.history_rows(db, subscriber.id) if h["field"] == "status"]
     # Someone subscribed whose status ever changed: their last change was the return.
     return bool(changes) and changes[-1]["at"] > at
 
@@ -218,7 +218,7 @@ def change(
             "cleared (it is kept in the history)"
         )
     with db.transaction():
-        current = store.get(db, sid)
+        current = subscriber_rows.get_row(db, sid)
         if current is None:
             raise SubscriberError(f"no subscriber with id {sid}")
         hold = holding(db, current)
@@ -231,7 +231,7 @@ def change(
             return "stale"
         if source == Source.ADMIN_FORCE:
             reason = f"--force: {reason.strip()}"
-        store.set_status(db, sid, wanted, HISTORY_SOURCE[source], reason)
+        subscriber_rows.write_status(db, sid, wanted, HISTORY_SOURCE[source], reason)
     return "changed"
 
 
@@ -262,7 +262,7 @@ def create(
     has validated the address, name and topics)."""
     if decide(source, None, status) != "change":
         raise StatusRefused(f"{source} cannot add a subscriber as {status}")
-    return store.insert(
+    return subscriber_rows.insert(
         db,
         email,
         name=name,
@@ -273,6 +273,6 @@ def create(
     )
 
 
-def write_import(db: Database, batch: store.ImportBatch, at: str) -> None:
+def write_import(db: Database, batch: subscriber_rows.ImportBatch, at: str) -> None:
     """Write one page of an import whose statuses were decided here (`decide`, per row)."""
-    store.write_import_batch(db, batch, at, HISTORY_SOURCE[Source.IMPORT])
+    subscriber_rows.write_import_batch(db, batch, at, HISTORY_SOURCE[Source.IMPORT])
