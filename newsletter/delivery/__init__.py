@@ -4,17 +4,9 @@ ledger-backed send loop. The CLI calls `plan_send`, `send_issue`, `send_proof`, 
 
 from __future__ import annotations
 
-from .backends import BACKENDS, make_backend
-from .backends.base import (
-    Backend,
-    BaseBackend,
-    Batch,
-    BatchResult,
-    OutcomeUnknown,
-    Recipient,
-    SendRefused,
-    TemporaryFailure,
-)
+from ..errors import OutcomeUnknown, SendRefused, TemporaryFailure
+from .backends import BACKENDS, Backend, BaseBackend, make_backend
+from .batch import Batch, BatchResult, Recipient
 from .lock import SendLock
 from .plan import PlanPreview, SegmentPlan, preview_plan, segment_key, write_plan
 from .report import LISTABLE, SendReport, build_report, list_entries

@@ -22,22 +22,22 @@ from email_validator import EmailNotValidError, validate_email
 from ..checks import check_issue
 from ..config import Settings
 from ..content import Issue, Summary, load_issue, load_summaries, resolve_summaries
-from ..errors import AuthenticationError, CheckFailed, DeliveryError, PayloadRejected
+from ..errors import (
+    AuthenticationError,
+    CheckFailed,
+    DeliveryError,
+    OutcomeUnknown,
+    PayloadRejected,
+    SendRefused,
+    TemporaryFailure,
+)
 from ..render import RenderedEmail, Renderer, preview_values, select_summaries
 from ..store import Database
 from ..store import ledger as store
 from ..store.subscribers import iter_subscribers
 from ..tokens import signer_from_env
-from .backends import make_backend
-from .backends.base import (
-    Backend,
-    Batch,
-    BatchResult,
-    OutcomeUnknown,
-    Recipient,
-    SendRefused,
-    TemporaryFailure,
-)
+from .backends import Backend, make_backend
+from .batch import Batch, BatchResult, Recipient
 from .lock import STALE_AFTER, SendLock
 from .message import Personalizer, proof_recipients
 from .plan import PlanPreview, Selector, preview_plan, segment_key, write_plan
@@ -179,10 +179,6 @@ class Outcome:
     attempts: int = 0
 
 
-def _key(recipient: Recipient):
-    return recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
-
-
 def deliver_with_retries(
     backend: Backend,
     batch: Batch,
@@ -209,7 +205,7 @@ def deliver_with_retries(
         except TemporaryFailure as exc:
             rest = _absorb(outcome, result, remaining)
             left = set(rest)
-            remaining = [r for r in remaining if _key(r) in left]
+            remaining = [r for r in remaining if r.key in left]
             if not remaining:
                 return outcome
             if outcome.attempts >= retry.max_attempts:
@@ -287,7 +283,7 @@ def _absorb(outcome: Outcome, result: BatchResult, remaining: list[Recipient]) -
     outcome.sent.update(result.sent)
     outcome.failed.update(result.failed)
     sent, failed = outcome.sent, outcome.failed
-    return [k for k in map(_key, remaining) if k not in sent and k not in failed]
+    return [r.key for r in remaining if r.key not in sent and r.key not in failed]
 
 
 def _stop_message(exc: BaseException, batch: Batch, outcome: Outcome, issue_id: str) -> str:

@@ -4,31 +4,11 @@ from __future__ import annotations
 
 from ...config import Settings
 from ...errors import DeliveryError
-from .base import (
-    Backend,
-    BaseBackend,
-    Batch,
-    BatchResult,
-    OutcomeUnknown,
-    Recipient,
-    SendRefused,
-    TemporaryFailure,
-)
+from .base import Backend, BaseBackend
 
 BACKENDS = ("outbox", "smtp", "sendgrid")
 
-__all__ = [
-    "BACKENDS",
-    "Backend",
-    "BaseBackend",
-    "Batch",
-    "BatchResult",
-    "OutcomeUnknown",
-    "Recipient",
-    "SendRefused",
-    "TemporaryFailure",
-    "make_backend",
-]
+__all__ = ["BACKENDS", "Backend", "BaseBackend", "make_backend"]
 
 
 def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False) -> Backend:
