@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from email_validator import EmailNotValidError, validate_email
 
 from ..checks import check_issue
+from ..clock import utc_text
 from ..config import Settings
 from ..content import Issue, Summary, load_issue, load_summaries, resolve_summaries
 from ..errors import (
@@ -355,10 +356,6 @@ def parse_send_at(text: str | dt.datetime, now: dt.datetime | None = None) -> dt
     return when
 
 
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def _backend(backend: Backend | str | None, settings: Settings, sandbox: bool = False) -> Backend:
     if backend is None or isinstance(backend, str):
         return make_backend(backend, settings, sandbox=sandbox)
@@ -663,13 +660,13 @@ def _schedule(db, issue_id, backend, when) -> tuple[int | None, str | None]:
     row = store.get_send(db, issue_id) or {}
     stored_at, stored_id = row.get("send_at"), row.get("batch_id")
     if when is not None:
-        if stored_at and stored_at != _iso(when):
+        if stored_at and stored_at != utc_text(when):
             raise DeliveryError(
                 f"issue {issue_id} is already scheduled for {stored_at}; resume it without --at"
             )
         if not stored_at:
             stored_id = backend.create_schedule_id()
-            stored_at = _iso(when)
+            stored_at = utc_text(when)
             store.set_schedule(db, issue_id, stored_at, stored_id)
     if not stored_at:
         return None, None

@@ -6,19 +6,14 @@ one (`subscribers`, `ledger`, `events`) take a `Database` and hold the SQL for t
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..clock import now as now  # the time every row is stamped with (`store.now`)
 from ..errors import NewsletterError
 from .migrations import MIGRATIONS
-
-
-def now() -> str:
-    """UTC time as ISO text with seconds: sorts correctly and reads well in reports."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class Database:
