@@ -38,6 +38,10 @@ class IssueExists(NewsletterError):
     """The issue file exists already and `--force` was not given (or it has been sent)."""
 
 
+class NothingSelected(NewsletterError):
+    """No summary of the issue matches the chosen topics: a subscriber with them gets no email."""
+
+
 class CheckFailed(NewsletterError):
     """Pre-send checks found problems; `problems` holds one line each."""
 
