@@ -1,5 +1,17 @@
 """Sending an issue: the plan (segments), per-recipient parts, backends, and the resumable,
-ledger-backed send loop. The CLI calls `plan_send`, `send_issue`, `send_proof`, `build_report`.
+ledger-backed send loop. The CLI calls `prepare_send` (load and check once; `.plan` is the dry
+run) then `run_send`, and `send_proof`, `build_report`; `send_issue` does both steps at once.
+
+    batch     Recipient, Batch, BatchResult: what one `deliver` call carries and reports
+    backends/ the protocol (base) and the outbox, SMTP and SendGrid backends
+    message   per-recipient values and RFC 5322 messages
+    plan      segments: who gets which summaries; the ledger rows of a send
+    prepare   load and check once (PreparedSend); the dry run; --at
+    run       one run's object (SendRun), counts and result; segments rendered once
+    retry     backoff policy          deliver   one batch through the backend, with retries
+    progress  the observer of a send  send      the list send: lock, recover, plan, batches
+    sandbox   SendGrid's sandbox run  proof     proofs to a few addresses
+    lock      one send per issue      report    who got what, from the ledger
 """
 
 from __future__ import annotations
@@ -9,19 +21,13 @@ from .backends import BACKENDS, Backend, BaseBackend, make_backend
 from .batch import Batch, BatchResult, Recipient
 from .lock import SendLock
 from .plan import PlanPreview, SegmentPlan, preview_plan, segment_key, write_plan
+from .prepare import PreparedSend, parse_send_at, plan_send, prepare_send
+from .progress import Observers, SendObserver
+from .proof import ProofResult, check_proof_address, send_proof
 from .report import LISTABLE, SendReport, build_report, list_entries
-from .send import (
-    ProofResult,
-    RetryPolicy,
-    RunStats,
-    SendObserver,
-    SendResult,
-    check_proof_address,
-    parse_send_at,
-    plan_send,
-    send_issue,
-    send_proof,
-)
+from .retry import RetryPolicy
+from .run import RunStats, SendResult
+from .send import run_send, send_issue
 
 __all__ = [
     "BACKENDS",
@@ -30,8 +36,10 @@ __all__ = [
     "BaseBackend",
     "Batch",
     "BatchResult",
+    "Observers",
     "OutcomeUnknown",
     "PlanPreview",
+    "PreparedSend",
     "ProofResult",
     "Recipient",
     "RetryPolicy",
@@ -49,7 +57,9 @@ __all__ = [
     "make_backend",
     "parse_send_at",
     "plan_send",
+    "prepare_send",
     "preview_plan",
+    "run_send",
     "segment_key",
     "send_issue",
     "send_proof",
