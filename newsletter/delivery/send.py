@@ -16,10 +16,8 @@ from collections.abc import Callable
 from ..clock import utc_text
 from ..config import Settings
 from ..errors import DeliveryError
-from ..render import Renderer
 from ..store import Database
 from ..store import ledger as store
-from .backends import Backend
 from .batch import Batch, BatchResult
 from .deliver import Outcome, deliver_with_retries, open_backend, stop_error
 from .lock import STALE_AFTER, SendLock
@@ -39,33 +37,21 @@ def send_issue(
     db: Database,
     issue_ref: str,
     *,
-    backend: Backend | str | None = None,
-    retry_unknown: bool = False,
-    send_at: dt.datetime | str | None = None,
-    sandbox: bool = False,
     observer: SendObserver | None = None,
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
-    renderer: Renderer | None = None,
     stale_after: float = STALE_AFTER,
+    **options,
 ) -> SendResult:
     """Send the issue to every subscriber who has not had it; resumable, never twice.
 
-    `prepare_send` then `run_send`, for a caller with nothing to confirm in between. Raises
-    CheckFailed before anything when the issue fails its checks, SendLocked when another send of
-    it runs, and a DeliveryError (PayloadRejected, AuthenticationError, OutcomeUnknown...) when
-    the send had to stop; the ledger then says exactly who got what.
+    `prepare_send` (given `options`: backend, retry_unknown, send_at, sandbox, renderer) then
+    `run_send`, for a caller with nothing to confirm in between. Raises CheckFailed before
+    anything when the issue fails its checks, SendLocked when another send of it runs, and a
+    DeliveryError (PayloadRejected, AuthenticationError, OutcomeUnknown...) when the send had to
+    stop; the ledger then says exactly who got what.
     """
-    prepared = prepare_send(
-        settings,
-        db,
-        issue_ref,
-        backend=backend,
-        retry_unknown=retry_unknown,
-        send_at=send_at,
-        sandbox=sandbox,
-        renderer=renderer,
-    )
+    prepared = prepare_send(settings, db, issue_ref, **options)
     return run_send(prepared, observer=observer, sleep=sleep, retry=retry, stale_after=stale_after)
 
 
