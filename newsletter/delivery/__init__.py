@@ -1,17 +1,14 @@
 """Sending an issue: the plan (segments), per-recipient parts, backends, and the resumable,
-ledger-backed send loop. The CLI calls `prepare_send` (load and check once; `.plan` is the dry
-run) then `run_send`, and `send_proof`, `build_report`; `send_issue` does both steps at once.
+ledger-backed send loop. The CLI calls `prepare_send` (load and check once; its `.plan` is what
+`--dry-run` shows and the prompt confirms), then `run_send`; and `send_proof`, `build_report`.
+`send_issue` is both steps for a caller with nothing to confirm.
 
-    batch     Recipient, Batch, BatchResult: what one `deliver` call carries and reports
-    backends/ the protocol (base) and the outbox, SMTP and SendGrid backends
-    message   per-recipient values and RFC 5322 messages
-    plan      segments: who gets which summaries; the ledger rows of a send
-    prepare   load and check once (PreparedSend); the dry run; --at
-    run       one run's object (SendRun), counts and result; segments rendered once
-    retry     backoff policy          deliver   one batch through the backend, with retries
-    progress  the observer of a send  send      the list send: lock, recover, plan, batches
-    sandbox   SendGrid's sandbox run  proof     proofs to a few addresses
-    lock      one send per issue      report    who got what, from the ledger
+One job a module, lowest first: `batch` (what one `deliver` call carries and reports),
+`message` (per-recipient values, RFC 5322 messages), `backends/` (the protocol and the outbox,
+SMTP and SendGrid backends), `plan` (segments and the send's ledger rows), `retry` (backoff),
+`progress` (the observer), `deliver` (one batch through the backend), `prepare` (load and
+check once, the dry run), `run` (one run's object, counts and renders), `send` (the list send),
+`sandbox`, `proof`, `lock` (one send per issue), `report` (who got what).
 """
 
 from __future__ import annotations
