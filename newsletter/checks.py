@@ -16,6 +16,7 @@ from .archive.urls import issue_path
 from .config import Settings, display_path
 from .content import (
     Issue,
+    Summary,
     load_issue,
     read_summaries,
     resolve_summaries,
@@ -38,6 +39,9 @@ class CheckReport:
     html_bytes: int | None = None
     text_bytes: int | None = None
     summaries: int = 0
+    # The issue and its summaries (in issue order) as checked, so that a send uses what was
+    # checked without reading the files again; None when they could not be loaded.
+    loaded: tuple[Issue, list[Summary]] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -205,6 +209,7 @@ def check_issue(
         return report
     chosen = resolve_summaries(issue, summaries)
     report.summaries = len(chosen)
+    report.loaded = (issue, chosen)
     if issue.archive and settings.archive_base is None:
         report.problems.append(
             f"{issue.id}: archive_url is not set in the settings, so the email's "

@@ -38,6 +38,10 @@ class IssueExists(NewsletterError):
     """The issue file exists already and `--force` was not given (or it has been sent)."""
 
 
+class NothingSelected(NewsletterError):
+    """No summary of the issue matches the chosen topics: a subscriber with them gets no email."""
+
+
 class CheckFailed(NewsletterError):
     """Pre-send checks found problems; `problems` holds one line each."""
 
@@ -76,6 +80,31 @@ class AuthenticationError(DeliveryError):
 
 class PayloadRejected(DeliveryError):
     """The provider refused a request as malformed (400/413): a bug in what we sent."""
+
+
+# What a delivery backend raises beside the two above; `delivery/backends/base.py` says what the
+# send loop may do after each.
+
+
+class TemporaryFailure(DeliveryError):
+    """The request surely was not accepted and may be retried; `retry_after` in seconds if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(DeliveryError):
+    """The request may or may not have been accepted: its recipients must not be sent again
+    automatically. `recipients` are the keys concerned; None means every one not yet recorded."""
+
+    def __init__(self, message: str, recipients: list | None = None):
+        super().__init__(message)
+        self.recipients = recipients
+
+
+class SendRefused(DeliveryError):
+    """Refused outright and surely not accepted (not a credentials problem): stop, resend later."""
 
 
 class PullError(NewsletterError):

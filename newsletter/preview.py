@@ -10,8 +10,8 @@ from flask import Flask, Response, request
 
 from .config import Settings
 from .content import load_issue, load_summaries, resolve_summaries
-from .errors import NewsletterError
-from .render import Renderer, fill, preview_values, select_summaries
+from .errors import NewsletterError, NothingSelected
+from .render import Renderer, fill, preview_values, summaries_for_topics
 from .templating import make_environment, render_template
 
 
@@ -31,8 +31,9 @@ def create_preview_app(settings: Settings, issue_ref: str) -> Flask:
         # Re-read on every request so that edits show on reload.
         current = load_issue(settings, issue_ref)
         summaries = resolve_summaries(current, load_summaries(settings))
-        selection = select_summaries(summaries, topics)
-        if not selection:
+        try:
+            selection = summaries_for_topics(current, summaries, topics)
+        except NothingSelected:
             return current, None
         email = Renderer(settings).render(current, selection)
         return current, (email, email.substitutions(preview_values(settings, topics)))

@@ -21,7 +21,7 @@ from mjml import mjml2html
 from .archive.urls import view_in_browser_url
 from .config import Settings
 from .content import Issue, Summary, journals_phrase
-from .errors import TemplateError
+from .errors import NothingSelected, TemplateError
 from .templating import add_utm, make_environment, render_template
 
 # Per-recipient values. HTML and plain text get separate placeholders, because the HTML part needs
@@ -102,6 +102,21 @@ def select_summaries(summaries: Iterable[Summary], topics: Iterable[str] | str) 
         return list(summaries)
     chosen = set(topics)
     return [s for s in summaries if chosen.intersection(s.topics)]
+
+
+def summaries_for_topics(
+    issue: Issue, summaries: Iterable[Summary], topics: Iterable[str] | str
+) -> list[Summary]:
+    """The issue's summaries a subscriber with `topics` gets, or NothingSelected when none
+    matches (such a subscriber gets no email: there is nothing to render, preview or proof)."""
+    selection = select_summaries(summaries, topics)
+    if not selection:
+        shown = topics if isinstance(topics, str) else ",".join(topics)
+        raise NothingSelected(
+            f"no summary in issue {issue.id} matches the topics {shown}: "
+            "a subscriber with these topics gets no email"
+        )
+    return selection
 
 
 def fill(template: str, subs: Mapping[str, str]) -> str:

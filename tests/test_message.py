@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.delivery.backends.base import Recipient
+from newsletter.delivery.batch import Recipient
 from newsletter.delivery.message import (
     NAME_FALLBACK,
     Personalizer,

@@ -3,9 +3,9 @@ and count what the server received: nobody twice; everybody eligible once, excep
 `unknown` (at most one batch). Also: two concurrent sends of one issue, one refuses.
 
 The send runs in a subprocess (`newsletter send ... --yes`). To stop it at an exact point without
-sleeping, the test sets NEWSLETTER_TEST_PAUSE_AFTER_BATCH=N (a test-only hook of the send loop):
-once N batches are recorded the process says so on stderr and waits for a line on stdin; the
-test then kills it, or scripts the fake and lets it go on.
+sleeping, the test runs it through `tests/support/paused_send.py`, which gives the send an
+observer: once N batches are recorded the process says so on stderr and waits for a line on
+stdin; the test then kills it, or scripts the fake and lets it go on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.delivery.send import TEST_PAUSE_ENV, TEST_PAUSE_MARK
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
@@ -32,6 +31,7 @@ from tests.support.delivery import (
     duplicates,
     schema_problems,
 )
+from tests.support.paused_send import PAUSE_MARK
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "k" * 40
@@ -53,12 +53,11 @@ class SendProcess:
             PYTHONPATH=str(REPO),
             no_proxy="127.0.0.1,localhost",
         )
-        if pause_after is not None:
-            env[TEST_PAUSE_ENV] = str(pause_after)
-        command = [
-            sys.executable, "-c", "from newsletter.cli import main; main()",
-            "send", ISSUE, "--yes", "--backend", "sendgrid",
-        ]  # fmt: skip
+        args = ["send", ISSUE, "--yes", "--backend", "sendgrid"]
+        if pause_after is None:
+            command = [sys.executable, "-c", "from newsletter.cli import main; main()", *args]
+        else:
+            command = [sys.executable, "-m", "tests.support.paused_send", str(pause_after), *args]
         self.process = subprocess.Popen(
             command,
             cwd=workspace,
@@ -79,7 +78,7 @@ class SendProcess:
         self.lines.put(None)
 
     def wait_for_pause(self, batches: int) -> None:
-        mark = TEST_PAUSE_MARK.format(batches)
+        mark = PAUSE_MARK.format(batches)
         while True:
             line = self.lines.get(timeout=WAIT)
             if line is None:

@@ -12,9 +12,9 @@ from ..checks import check_issue
 from ..compose import compose_issue
 from ..config import display_path
 from ..content import load_issue, load_summaries, resolve_summaries
-from ..errors import CheckFailed, NewsletterError, SubscriberError
+from ..errors import CheckFailed, SubscriberError
 from ..output import write_output
-from ..render import Renderer, fill, preview_values, select_summaries
+from ..render import Renderer, fill, preview_values, summaries_for_topics
 from ..store.subscribers import ALL
 from ..subscribers.fields import UnknownTopics
 from ..subscribers.fields import parse_topics as parse_topic_choice
@@ -109,12 +109,7 @@ def render(app, issue, topics, fmt, output, raw):
     chosen_topics = parse_topics(settings, topics)
     issue_obj = load_issue(settings, issue)
     summaries = resolve_summaries(issue_obj, load_summaries(settings))
-    selection = select_summaries(summaries, chosen_topics)
-    if not selection:
-        raise NewsletterError(
-            f"no summary in issue {issue_obj.id} matches the topics {topics}: "
-            "a subscriber with these topics gets no email"
-        )
+    selection = summaries_for_topics(issue_obj, summaries, chosen_topics)
     email = Renderer(settings).render(issue_obj, selection)
     body = email.html if fmt == "html" else email.text
     if not raw:

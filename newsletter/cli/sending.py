@@ -14,6 +14,7 @@ from ..content import load_issue
 from ..delivery import (
     BACKENDS,
     LISTABLE,
+    Observers,
     PlanPreview,
     SendObserver,
     SendReport,
@@ -22,14 +23,18 @@ from ..delivery import (
     list_entries,
     make_backend,
     parse_send_at,
-    plan_send,
-    send_issue,
+    prepare_send,
+    run_send,
     send_proof,
 )
 from ..errors import ContentError, DeliveryError, NewsletterError
 from ..store import ledger as store
 from . import pass_app
 from .editor import parse_topics
+
+# Observers a program embedding the CLI adds to `send` (click's `ctx.meta`, a list of
+# SendObserver): a test uses one to stop the process at an exact point of the send.
+SEND_OBSERVERS = "newsletter.send.observers"
 
 
 def stdin_is_interactive() -> bool:
@@ -187,8 +192,9 @@ def print_report(console: Console, report: SendReport) -> None:
 @click.option("--retry-unknown", is_flag=True, help="Resend recipients whose outcome is unknown.")
 @click.option("--sandbox", is_flag=True, help="SendGrid sandbox: validated, not delivered.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
 @pass_app
-def send(app, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbox, yes):
+def send(app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbox, yes):
     """Send the issue (or a proof); resumable: run it again to continue."""
     settings = app.settings
     out = Console(highlight=False)
@@ -215,9 +221,10 @@ def send(app, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbo
     when = parse_send_at(at) if at else None
     backend_name = backend or settings.delivery.backend
     if dry_run:
-        plan = plan_send(settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown)
-        titles = _titles(settings)
-        print_plan(out, plan, titles)
+        prepared = prepare_send(
+            settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown
+        )
+        print_plan(out, prepared.plan, prepared.titles)
         if when:
             out.print(f"scheduled for: {when.isoformat()}", markup=False)
         out.print("dry run: nothing was sent or written", markup=False)
@@ -225,8 +232,23 @@ def send(app, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbo
 
     # Credentials are checked before anything is planned or claimed.
     backend_obj = make_backend(backend_name, settings, sandbox=sandbox)
-    plan = plan_send(settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown)
+    # Loaded and checked once: what is confirmed below is what `run_send` sends.
+    prepared = prepare_send(
+        settings,
+        app.db,
+        issue,
+        backend=backend_obj,
+        retry_unknown=retry_unknown,
+        send_at=when,
+        sandbox=sandbox,
+    )
     if not yes:
+        if not stdin_is_interactive():
+            raise DeliveryError(
+                "refusing to send without confirmation: there is no terminal to ask; "
+                "pass --yes to send (see --dry-run for the plan)"
+            )
+        plan = prepared.plan
         question = (
             f"Send issue {plan.issue_id} to {plan.recipients} recipients "
             f"({len(plan.segments)} segments, {plan.requests} requests) with {backend_name}"
@@ -234,27 +256,13 @@ def send(app, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbo
             + (f", scheduled for {when.isoformat()}" if when else "")
             + "?"
         )
-        if not stdin_is_interactive():
-            raise DeliveryError(
-                "refusing to send without confirmation: there is no terminal to ask; "
-                "pass --yes to send (see --dry-run for the plan)"
-            )
         if not click.confirm(question, default=False, err=True):
             raise DeliveryError("not confirmed: nothing was sent")
-    observer = ProgressObserver(err)
+    observer = Observers(ProgressObserver(err), *ctx.meta.get(SEND_OBSERVERS, ()))
     try:
-        result = send_issue(
-            settings,
-            app.db,
-            issue,
-            backend=backend_obj,
-            retry_unknown=retry_unknown,
-            send_at=when,
-            sandbox=sandbox,
-            observer=observer,
-        )
+        result = run_send(prepared, observer=observer)
     except DeliveryError:
-        issue_id = plan.issue_id
+        issue_id = prepared.issue.id
         if store.get_send(app.db, issue_id):
             print_report(out, build_report(app.db, issue_id))
         raise

@@ -1,35 +1,30 @@
 """Sending an issue: the plan (segments), per-recipient parts, backends, and the resumable,
-ledger-backed send loop. The CLI calls `plan_send`, `send_issue`, `send_proof`, `build_report`.
+ledger-backed send loop. The CLI calls `prepare_send` (load and check once; its `.plan` is what
+`--dry-run` shows and the prompt confirms), then `run_send`; and `send_proof`, `build_report`.
+`send_issue` is both steps for a caller with nothing to confirm.
+
+One job a module, lowest first: `batch` (what one `deliver` call carries and reports),
+`message` (per-recipient values, RFC 5322 messages), `backends/` (the protocol and the outbox,
+SMTP and SendGrid backends), `plan` (segments and the send's ledger rows), `retry` (backoff),
+`progress` (the observer), `deliver` (one batch through the backend), `prepare` (load and
+check once, the dry run), `run` (one run's object, counts and renders), `send` (the list send),
+`sandbox`, `proof`, `lock` (one send per issue), `report` (who got what).
 """
 
 from __future__ import annotations
 
-from .backends import BACKENDS, make_backend
-from .backends.base import (
-    Backend,
-    BaseBackend,
-    Batch,
-    BatchResult,
-    OutcomeUnknown,
-    Recipient,
-    SendRefused,
-    TemporaryFailure,
-)
+from ..errors import OutcomeUnknown, SendRefused, TemporaryFailure
+from .backends import BACKENDS, Backend, BaseBackend, make_backend
+from .batch import Batch, BatchResult, Recipient
 from .lock import SendLock
 from .plan import PlanPreview, SegmentPlan, preview_plan, segment_key, write_plan
+from .prepare import PreparedSend, parse_send_at, plan_send, prepare_send
+from .progress import Observers, SendObserver
+from .proof import ProofResult, check_proof_address, send_proof
 from .report import LISTABLE, SendReport, build_report, list_entries
-from .send import (
-    ProofResult,
-    RetryPolicy,
-    RunStats,
-    SendObserver,
-    SendResult,
-    check_proof_address,
-    parse_send_at,
-    plan_send,
-    send_issue,
-    send_proof,
-)
+from .retry import RetryPolicy
+from .run import RunStats, SendResult
+from .send import run_send, send_issue
 
 __all__ = [
     "BACKENDS",
@@ -38,8 +33,10 @@ __all__ = [
     "BaseBackend",
     "Batch",
     "BatchResult",
+    "Observers",
     "OutcomeUnknown",
     "PlanPreview",
+    "PreparedSend",
     "ProofResult",
     "Recipient",
     "RetryPolicy",
@@ -57,7 +54,9 @@ __all__ = [
     "make_backend",
     "parse_send_at",
     "plan_send",
+    "prepare_send",
     "preview_plan",
+    "run_send",
     "segment_key",
     "send_issue",
     "send_proof",

@@ -17,12 +17,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
 from ..config import Settings
+from ..errors import SendRefused
 from ..render import RenderedEmail, fill, topics_phrase
 from ..store.subscribers import TopicChoice
 from ..tokens import LinkSigner, preferences_url, unsubscribe_url
-from .backends.base import LIST_UNSUBSCRIBE_POST, Batch, BatchResult, Recipient, SendRefused
+from .batch import Batch, BatchResult, Recipient
 
 NAME_FALLBACK = "reader"  # "Hello reader," when a subscriber gave no name
+LIST_UNSUBSCRIBE_POST = "List-Unsubscribe=One-Click"  # RFC 8058 one-click unsubscribe
 
 # Bodies are encoded at the usual 78 columns. Headers are folded at 76: RFC 2047 allows encoded
 # words of at most 75 characters, on lines of at most 76. The headers written as they are
@@ -204,7 +206,7 @@ def batch_messages(settings: Settings, batch: Batch, result: BatchResult):
     written."""
     check_sender(settings)
     for recipient in batch.recipients:
-        key = recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
+        key = recipient.key
         try:
             msg = build_message(
                 settings, batch.email, recipient, issue_id=batch.issue_id, subject=batch.subject

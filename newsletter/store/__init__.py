@@ -6,12 +6,12 @@ one (`subscribers`, `ledger`, `events`) take a `Database` and hold the SQL for t
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..clock import now as now  # the time every row is stamped with (`store.now`)
 from ..config import display_path
 from ..errors import NewsletterError, StoreError
 from .migrations import MIGRATIONS
@@ -49,11 +49,6 @@ def explain(path: Path, exc: sqlite3.Error, timeout: float = BUSY_TIMEOUT) -> st
     if "not a database" in text or "malformed" in text:
         return f"{shown}: not a newsletter database, or a damaged one ({text})"
     return f"{shown}: database error: {text}"
-
-
-def now() -> str:
-    """UTC time as ISO text with seconds: sorts correctly and reads well in reports."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class Database:

@@ -15,7 +15,8 @@ import yaml
 
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue, load_summaries, resolve_summaries
-from newsletter.delivery.backends.base import BaseBackend, Batch, BatchResult
+from newsletter.delivery.backends.base import BaseBackend
+from newsletter.delivery.batch import Batch, BatchResult
 from newsletter.render import select_summaries
 from newsletter.store import Database, open_database
 from newsletter.store.subscribers import insert
@@ -164,9 +165,8 @@ class ScriptedBackend(BaseBackend):
 
     def accept(self, batch: Batch, result: BatchResult, recipients=None) -> None:
         for r in recipients if recipients is not None else batch.recipients:
-            key = r.subscriber_id if r.subscriber_id is not None else r.email
-            result.sent[key] = f"msg-{len(self.calls)}"
-            self.received.append(key)
+            result.sent[r.key] = f"msg-{len(self.calls)}"
+            self.received.append(r.key)
 
     def deliver(self, batch: Batch, result: BatchResult) -> None:
         self.calls.append([r.subscriber_id for r in batch.recipients])

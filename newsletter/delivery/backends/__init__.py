@@ -4,31 +4,11 @@ from __future__ import annotations
 
 from ...config import Settings
 from ...errors import DeliveryError
-from .base import (
-    Backend,
-    BaseBackend,
-    Batch,
-    BatchResult,
-    OutcomeUnknown,
-    Recipient,
-    SendRefused,
-    TemporaryFailure,
-)
+from .base import Backend, BaseBackend
 
 BACKENDS = ("outbox", "smtp", "sendgrid")
 
-__all__ = [
-    "BACKENDS",
-    "Backend",
-    "BaseBackend",
-    "Batch",
-    "BatchResult",
-    "OutcomeUnknown",
-    "Recipient",
-    "SendRefused",
-    "TemporaryFailure",
-    "make_backend",
-]
+__all__ = ["BACKENDS", "Backend", "BaseBackend", "backend_for", "make_backend"]
 
 
 def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False) -> Backend:
@@ -50,3 +30,13 @@ def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False)
 
         return SendGridBackend(settings, sandbox=sandbox)
     raise DeliveryError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
+
+
+def backend_for(
+    backend: Backend | str | None, settings: Settings, *, sandbox: bool = False
+) -> Backend:
+    """`backend` itself when the caller made one (a test's, or the CLI's after checking the
+    credentials), else `make_backend` by name."""
+    if backend is None or isinstance(backend, str):
+        return make_backend(backend, settings, sandbox=sandbox)
+    return backend

@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 from ...config import Settings
+from ...errors import SendRefused
+from ..batch import Batch, BatchResult
 from ..message import batch_messages
-from .base import BaseBackend, Batch, BatchResult, SendRefused
+from .base import BaseBackend
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 

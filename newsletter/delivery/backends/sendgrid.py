@@ -26,17 +26,17 @@ import python_http_client
 import sendgrid
 
 from ...config import Settings
-from ...errors import AuthenticationError, DeliveryError, PayloadRejected
-from ..message import check_sender, list_id, one_line, wire_address
-from .base import (
-    LIST_UNSUBSCRIBE_POST,
-    BaseBackend,
-    Batch,
-    BatchResult,
+from ...errors import (
+    AuthenticationError,
+    DeliveryError,
     OutcomeUnknown,
+    PayloadRejected,
     SendRefused,
     TemporaryFailure,
 )
+from ..batch import Batch, BatchResult
+from ..message import LIST_UNSUBSCRIBE_POST, check_sender, list_id, one_line, wire_address
+from .base import BaseBackend
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 MAX_PERSONALIZATIONS = 1000  # SendGrid's limit per request
@@ -141,10 +141,6 @@ def error_messages(body: bytes | str | None) -> str:
         return " ".join(text.split())[:300]
 
 
-def _key(recipient):
-    return recipient.subscriber_id if recipient.subscriber_id is not None else recipient.email
-
-
 class SendGridBackend(BaseBackend):
     name = "sendgrid"
     requires_secret = True
@@ -247,26 +243,26 @@ class SendGridBackend(BaseBackend):
             try:
                 wire_address(r.email)
             except ValueError as exc:
-                result.failed[_key(r)] = f"cannot send to {r.email!r}: {exc}"
+                result.failed[r.key] = f"cannot send to {r.email!r}: {exc}"
                 continue
             recipients.append(r)
         result.in_flight = []
         while recipients:
             body = self.payload(batch.only(recipients))
-            result.in_flight = [_key(r) for r in recipients]
+            result.in_flight = [r.key for r in recipients]
             try:
                 response = self._post(self.client.client.mail.send, body)
             except RecipientsRefused as exc:
                 # Nothing was accepted: fail those named, send the request again without them.
                 for index, reason in exc.refused.items():
-                    result.failed[_key(recipients[index])] = reason
+                    result.failed[recipients[index].key] = reason
                 recipients = [r for i, r in enumerate(recipients) if i not in exc.refused]
                 continue
             message_id = response.headers.get("X-Message-Id") if response.headers else None
             if not message_id:
                 message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
             for r in recipients:
-                result.sent[_key(r)] = message_id
+                result.sent[r.key] = message_id
             break
         result.in_flight = []
 

@@ -15,9 +15,18 @@ import ssl
 from pathlib import Path
 
 from ...config import Settings
-from ...errors import AuthenticationError, ConfigError, DeliveryError, PayloadRejected
+from ...errors import (
+    AuthenticationError,
+    ConfigError,
+    DeliveryError,
+    OutcomeUnknown,
+    PayloadRejected,
+    SendRefused,
+    TemporaryFailure,
+)
+from ..batch import Batch, BatchResult
 from ..message import batch_messages
-from .base import BaseBackend, Batch, BatchResult, OutcomeUnknown, SendRefused, TemporaryFailure
+from .base import BaseBackend
 
 RECONNECTS_PER_MESSAGE = 2  # a server that drops us again at once is down: retry the batch later
 
