@@ -10,16 +10,16 @@ import pytest
 from newsletter import subscribers as subs
 from newsletter.config import load_settings
 from newsletter.errors import AuthenticationError, ConfigError, DeliveryError
-from newsletter.store import Database
-from newsletter.store import events as store_events
-from newsletter.store import subscribers as store
-from newsletter.suppressions import (
+from newsletter.sendgrid.client import make_client
+from newsletter.sendgrid.suppressions import (
     OVERLAP_SECONDS,
     iso_from_epoch,
-    make_client,
     sync_before_send,
     sync_suppressions,
 )
+from newsletter.store import Database
+from newsletter.store import events as store_events
+from newsletter.store import subscribers as store
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 
 NOW = int(time.time())

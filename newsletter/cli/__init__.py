@@ -2,28 +2,51 @@
 
 Each command parses its options, calls one library function and prints the result. Library errors
 (`NewsletterError`) become one line per problem on stderr and exit status 1; usage errors exit 2.
+
+The command modules import the heavy libraries (pydantic, Jinja2, MJML, premailer, Flask, the
+SendGrid client, Rich) inside the commands that use them, so that `--help` and the small commands
+start at once (tests/test_cli_startup.py).
 """
 
 from __future__ import annotations
 
 import sys
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import click
 
-from ..config import Settings, config_path, load_settings
 from ..errors import NewsletterError
+
+if TYPE_CHECKING:
+    from ..config import Environment, Settings
 
 
 class App:
-    """What every command shares: the settings (loaded once, on first use) and the database."""
+    """What every command shares, each made on first use: the environment (read once), the
+    settings (loaded once) and the database."""
 
     def __init__(self, config: str | None):
-        self.config = config_path(config)
+        self.config_option = config
         self._db = None
 
     @cached_property
+    def environment(self) -> Environment:
+        from ..config import Environment
+
+        return Environment.read()
+
+    @cached_property
+    def config(self):
+        """The settings file: --config, else NEWSLETTER_CONFIG, else ./newsletter.yaml."""
+        from ..config import config_path
+
+        return config_path(self.config_option, self.environment)
+
+    @cached_property
     def settings(self) -> Settings:
+        from ..config import load_settings
+
         return load_settings(self.config)
 
     @property

@@ -41,6 +41,7 @@ from .backends.base import (
 from .lock import STALE_AFTER, SendLock
 from .message import Personalizer, proof_recipients
 from .plan import PlanPreview, Selector, preview_plan, segment_key, write_plan
+from .presend import before_planning
 from .report import SendReport, build_report
 
 MAX_WAIT = 900.0  # longest single wait (a provider's Retry-After); longer → stop, resume later
@@ -542,7 +543,7 @@ class _ListSend:
             run.retried_unknown = store.move_state(db, issue_id, store.UNKNOWN, store.PENDING, None)
         # Failed rows were surely not accepted (a refused payload or recipient): try them again.
         run.retried_failed = store.move_state(db, issue_id, store.FAILED, store.PENDING, None)
-        for line in self.backend.before_send(db):
+        for line in before_planning(self.settings, db, self.backend):
             self.observer.info(line)
         start = run.timed("prepare", start)
         run.planned = write_plan(db, self.settings, self.issue, self.summaries)
