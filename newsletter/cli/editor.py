@@ -136,7 +136,7 @@ def render(app, issue, topics, fmt, output, raw):
 @pass_app
 def preview(app, issue, host, port):
     """Serve a local page to look at the issue per topic choice (desktop and phone)."""
-    from ..preview import create_preview_app
+    from ..web.preview import create_preview_app
 
     settings = app.settings
     web_app = create_preview_app(settings, issue)  # validates the issue before serving
