@@ -3,13 +3,15 @@
 Each command parses its options, calls one library function and prints the result. Library errors
 (`NewsletterError`) become one line per problem on stderr and exit status 1; usage errors exit 2.
 
-The command modules import the heavy libraries (pydantic, Jinja2, MJML, premailer, Flask, the
-SendGrid client, Rich) inside the commands that use them, so that `--help` and the small commands
-start at once (tests/test_cli_startup.py).
+Start-up: a command's module is imported only when that command runs (`COMMANDS` says where
+each one is), and `newsletter --help` lists them without importing any; the command modules import
+heavy libraries (pydantic, Jinja2, MJML, premailer, Flask, the SendGrid client, Rich) inside the
+commands that use them. tests/test_cli_startup.py keeps it so.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -69,8 +71,70 @@ def fail(message: str) -> None:
         click.echo(f"error: {line}", err=True)
 
 
+# Every command: the module of this package that defines it, and the first paragraph of its help,
+# which `newsletter --help` shows without importing the module (a test checks each against the
+# command's own help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "archive": (
+        "archive",
+        "The public archive of sent issues: pages, topic pages, feed, sitemap, search.",
+    ),
+    "check": ("editor", "Pre-send checks: content, size, disclaimer, links, placeholders."),
+    "compose": ("editor", "Pick the latest summaries and write issues/<id>.yaml."),
+    "preview": (
+        "editor",
+        "Serve a local page to look at the issue per topic choice (desktop and phone).",
+    ),
+    "render": ("editor", "Render the email one subscriber with these topics would get."),
+    "report": ("sending", "Who got the issue, who did not and why, what failed or is unknown."),
+    "send": ("sending", "Send the issue (or a proof); resumable: run it again to continue."),
+    "serve": (
+        "web",
+        "Serve the preference centre, one-click unsubscribe and the SendGrid webhook.",
+    ),
+    "subscribers": (
+        "subscribers",
+        "Manage subscribers: import, export, add, change, list, stats, history.",
+    ),
+    "summaries": ("summaries", "Summaries: pull the newly published ones from the site."),
+    "suppressions": (
+        "web",
+        "SendGrid's suppression lists: unsubscribes, bounces, spam reports, invalid addresses.",
+    ),
+}
+
+
 class NewsletterGroup(click.Group):
-    """Maps the library's exceptions to a message and exit status 1, never a traceback."""
+    """Loads each command's module when the command is used, and maps the library's exceptions
+    to a message and exit status 1, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module = importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.list_commands(ctx):
+            # A mistyped command: load them all, so that click can say "Did you mean ...?".
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of commands, laid out by click as always, from `COMMANDS`' help texts for
+        the commands not loaded: `--help` imports no command module."""
+        listing = click.Group(
+            commands=[
+                self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+                for name in self.list_commands(ctx)
+            ]
+        )
+        click.Group.format_commands(listing, ctx, formatter)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -100,17 +164,6 @@ pass_app = click.make_pass_decorator(App)
 def cli(ctx: click.Context, config: str | None) -> None:
     """Compose, check, preview and send the MS research newsletter."""
     ctx.obj = App(config)
-
-
-def _register() -> None:
-    from . import archive, editor, sending, subscribers, summaries, web
-
-    for module in (editor, sending, subscribers, summaries, web, archive):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

@@ -1,19 +1,16 @@
-"""The editor's commands: compose, render, preview, check."""
+"""The editor's commands: compose, render, preview, check.
+
+Each command imports what it uses (the renderer, Rich...) when it runs, so that the others start
+at once.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ..checks import check_issue
-from ..compose import compose_issue
-from ..config import display_path
-from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, NewsletterError
-from ..render import Renderer, fill, preview_values, select_summaries
 from . import pass_app
 
 
@@ -51,6 +48,12 @@ def write_atomically(path: Path, text: str) -> None:
 @pass_app
 def compose(app, on_date, issue_id, max_summaries, force, pull):
     """Pick the latest summaries and write issues/<id>.yaml."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..compose import compose_issue
+    from ..config import display_path
+
     settings = app.settings
     if pull:
         from .summaries import run_pull
@@ -108,6 +111,9 @@ def compose(app, on_date, issue_id, max_summaries, force, pull):
 @pass_app
 def render(app, issue, topics, fmt, output, raw):
     """Render the email one subscriber with these topics would get."""
+    from ..content import load_issue, load_summaries, resolve_summaries
+    from ..render import Renderer, fill, preview_values, select_summaries
+
     settings = app.settings
     chosen_topics = parse_topics(settings, topics)
     issue_obj = load_issue(settings, issue)
@@ -149,6 +155,8 @@ def preview(app, issue, host, port):
 @pass_app
 def check(app, issue):
     """Pre-send checks: content, size, disclaimer, links, placeholders."""
+    from ..checks import check_issue
+
     report = check_issue(app.settings, issue)
     if not report.ok:
         raise CheckFailed(report.problems)

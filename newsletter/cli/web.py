@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import ConfigError
 from . import pass_app
@@ -44,6 +42,9 @@ def suppressions():
 @pass_app
 def sync(app, page_size):
     """Pull what is new on SendGrid's suppression lists into the subscribers' status."""
+    from rich.console import Console
+    from rich.table import Table
+
     from ..sendgrid.suppressions import sync_suppressions
 
     report = sync_suppressions(
