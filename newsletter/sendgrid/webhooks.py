@@ -3,8 +3,8 @@
 Bounces, drops for an invalid address, spam reports and unsubscribes change the subscriber's
 status (source `sendgrid`); delivered, bounced and dropped are written on the issue's ledger row,
 found through the custom args (`custom_args`) that the sender puts on every message (SendGrid
-flattens custom args into each event). Every event id applied is
-remembered, so a retried or replayed batch changes nothing the second time.
+flattens custom args into each event). Every event id applied is remembered, so a retried or
+replayed batch changes nothing the second time.
 
 A batch signed longer ago than `delivery.sendgrid.webhook_max_age` is refused (a captured batch
 cannot be replayed later). In a signed batch each event is checked on its own: one that cannot be
@@ -421,7 +421,7 @@ class WebhookReceiver:
         if self.verifier is None:
             self.verifier = WebhookVerifier.from_settings(self.settings, self.environment)
         self.verifier.verify(body, signature, timestamp, now=now)
-        database = db if isinstance(db, Database) else db()
+        database = db() if callable(db) else db
         return apply_events(self.settings, database, parse_events(body))
 
 
