@@ -21,6 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Environment, Settings
+
+# The delivery outcomes are moving into errors.py (issue 10): import them from there then, and
+# this package no longer imports from delivery (which imports it).
 from ..delivery.backends.base import OutcomeUnknown, SendRefused, TemporaryFailure
 from ..errors import AuthenticationError, ConfigError, DeliveryError, PayloadRejected
 
