@@ -1,7 +1,8 @@
 """The newsletter's settings (`newsletter.yaml`), validated once at start.
 
 Paths in the file are relative to the file's own folder, so the tool works from any directory.
-Secrets are never read from here: they come from the environment (see `secret_key`).
+Secrets are never read from the file: they come from the environment, which is read here and
+nowhere else (`Environment`), and are passed down from there.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -316,13 +319,68 @@ def read_yaml(path: Path, error_cls: type[Exception] = ConfigError) -> Any:
         raise error_cls(f"{where}: YAML syntax error: {problem}") from None
 
 
-def config_path(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get("NEWSLETTER_CONFIG") or DEFAULT_CONFIG)
+# --- The environment -----------------------------------------------------------------------------
 
 
-def load_settings(path: str | os.PathLike | None = None) -> Settings:
+@dataclass(frozen=True)
+class Environment:
+    """The process environment's part in the newsletter: the secrets and two pointers, read in this
+    one place (`read`) and passed down to whoever needs them. Its repr names the variables that
+    are set, never a value, so printing or logging one shows no secret."""
+
+    secret_key: str | None = field(default=None, metadata={"var": "NEWSLETTER_SECRET_KEY"})
+    sendgrid_api_key: str | None = field(default=None, metadata={"var": "SENDGRID_API_KEY"})
+    # Points the SendGrid client at another server (the tests' fake SendGrid).
+    sendgrid_api_host: str | None = field(default=None, metadata={"var": "SENDGRID_API_HOST"})
+    sendgrid_webhook_public_key: str | None = field(
+        default=None, metadata={"var": "SENDGRID_WEBHOOK_PUBLIC_KEY"}
+    )
+    smtp_password: str | None = field(default=None, metadata={"var": "SMTP_PASSWORD"})
+    config: str | None = field(default=None, metadata={"var": "NEWSLETTER_CONFIG"})
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
+        """The values of the process environment (or of `environ`); an empty value is unset."""
+        source = os.environ if environ is None else environ
+        return cls(**{f.name: source.get(f.metadata["var"]) or None for f in fields(cls)})
+
+    def __repr__(self) -> str:
+        names = [f.metadata["var"] for f in fields(self) if getattr(self, f.name) is not None]
+        return f"Environment(set: {', '.join(names) or 'nothing'})"
+
+    def signing_key(self, required: bool) -> str | None:
+        """NEWSLETTER_SECRET_KEY, which signs every subscriber's links; None when unset and not
+        `required`. `required` also refuses the development key and keys shorter than
+        MIN_SECRET_LENGTH (ConfigError)."""
+        key = self.secret_key
+        if not required:
+            return key
+        if not key:
+            problem = "is not set: links in real emails must be signed with a secret"
+        elif key == DEV_SECRET:
+            problem = "is the public development key, with which anyone can forge links"
+        elif len(key) < MIN_SECRET_LENGTH:
+            problem = f"is too short: a secret key has at least {MIN_SECRET_LENGTH} characters"
+        else:
+            return key
+        raise ConfigError(f"NEWSLETTER_SECRET_KEY {problem}; {MAKE_A_SECRET}")
+
+
+def config_path(
+    explicit: str | os.PathLike | None = None, environment: Environment | None = None
+) -> Path:
+    """The settings file: `explicit`, else NEWSLETTER_CONFIG, else ./newsletter.yaml."""
+    if explicit:
+        return Path(explicit)
+    environment = environment or Environment.read()
+    return Path(environment.config or DEFAULT_CONFIG)
+
+
+def load_settings(
+    path: str | os.PathLike | None = None, environment: Environment | None = None
+) -> Settings:
     """Read and validate the settings file; every problem in one ConfigError."""
-    path = config_path(path)
+    path = config_path(path, environment)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{display_path(path)}: expected a mapping of settings at the top level")
@@ -337,22 +395,3 @@ DEV_SECRET = "development-only-secret-do-not-use-in-production"
 # key and short keys are refused wherever links reach real people (`serve`, SMTP, SendGrid).
 MIN_SECRET_LENGTH = 32
 MAKE_A_SECRET = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
-
-
-def secret_key(required: bool) -> str | None:
-    """The signing secret from NEWSLETTER_SECRET_KEY; None when unset and not required.
-
-    `required` also refuses the development key and keys shorter than MIN_SECRET_LENGTH.
-    """
-    key = os.environ.get("NEWSLETTER_SECRET_KEY")
-    if not required:
-        return key or None
-    if not key:
-        problem = "is not set: links in real emails must be signed with a secret"
-    elif key == DEV_SECRET:
-        problem = "is the public development key, with which anyone can forge links"
-    elif len(key) < MIN_SECRET_LENGTH:
-        problem = f"is too short: a secret key has at least {MIN_SECRET_LENGTH} characters"
-    else:
-        return key
-    raise ConfigError(f"NEWSLETTER_SECRET_KEY {problem}; {MAKE_A_SECRET}")

@@ -15,9 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import premailer
-from mjml import mjml2html
-
 from .archive.urls import view_in_browser_url
 from .config import Settings
 from .content import Issue, Summary, journals_phrase
@@ -197,6 +194,11 @@ class Renderer:
 
 def mjml_to_html(source: str, template_name: str) -> str:
     """MJML → HTML → CSS inlined; nothing fetched from the network, responsive rules kept."""
+    # Imported here, on the first render: premailer (with cssutils and lxml) takes longer to
+    # import than most commands take to run, and only rendering needs it.
+    import premailer
+    from mjml import mjml2html
+
     try:
         # fonts={} stops mjml-python linking Google Fonts; we use a system font stack.
         raw = mjml2html(source, fonts={})

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from itsdangerous import BadSignature, Signer
 
-from .config import DEV_SECRET, secret_key
+from .config import DEV_SECRET, Environment
 from .errors import TokenError
 
 Purpose = Literal["preferences", "unsubscribe"]
@@ -65,12 +65,16 @@ class LinkSigner:
         return int(value)
 
 
-def signer_from_env(allow_dev_key: bool) -> tuple[LinkSigner, bool]:
-    """The signer for NEWSLETTER_SECRET_KEY; with `allow_dev_key`, a development key when unset.
+def signer_from_env(
+    allow_dev_key: bool, environment: Environment | None = None
+) -> tuple[LinkSigner, bool]:
+    """The signer for NEWSLETTER_SECRET_KEY (from `environment`, by default the process's); with
+    `allow_dev_key`, a development key when unset.
 
     Returns (signer, using_dev_key) so the caller can warn that links are not production-safe.
     """
-    key = secret_key(required=not allow_dev_key)
+    environment = environment or Environment.read()
+    key = environment.signing_key(required=not allow_dev_key)
     if key:
         return LinkSigner(key), False
     return LinkSigner(DEV_SECRET), True

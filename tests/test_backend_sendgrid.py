@@ -12,8 +12,9 @@ import time
 import pytest
 
 from newsletter.delivery import RetryPolicy, build_report, send_issue
-from newsletter.delivery.backends.sendgrid import SendGridBackend, retry_after_seconds
+from newsletter.delivery.backends.sendgrid import SendGridBackend
 from newsletter.errors import AuthenticationError, DeliveryError, PayloadRejected
+from newsletter.sendgrid.client import retry_after_seconds
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import get_row_by_email, insert
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid, load_mail_send_schema

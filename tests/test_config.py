@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from newsletter.config import load_settings
+import newsletter.config
+from newsletter.config import Environment, config_path, load_settings
 from newsletter.errors import ConfigError
 
 
@@ -85,3 +89,61 @@ def test_config_option_and_env(run, workspace, tmp_path, monkeypatch):
     assert run("--config", str(moved), "check", "2026-12").exit_code == 0
     monkeypatch.setenv("NEWSLETTER_CONFIG", str(moved))
     assert run("check", "2026-12").exit_code == 0
+
+
+# --- The environment: read in one place, passed down --------------------------------------------
+
+
+def test_the_environment_is_read_once_and_never_shows_a_secret():
+    env = Environment.read(
+        {
+            "NEWSLETTER_SECRET_KEY": "k" * 40,
+            "SENDGRID_API_KEY": "SG.must-never-be-shown",
+            "SMTP_PASSWORD": "",  # set but empty: unset
+            "NEWSLETTER_CONFIG": "elsewhere.yaml",
+            "UNRELATED": "x",
+        }
+    )
+    assert env.sendgrid_api_key == "SG.must-never-be-shown"
+    assert env.smtp_password is None and env.sendgrid_api_host is None
+    assert config_path(None, env) == Path("elsewhere.yaml")
+    assert config_path("given.yaml", env) == Path("given.yaml")
+    shown = repr(env) + str(env)
+    assert "must-never-be-shown" not in shown and "k" * 40 not in shown
+    assert "SENDGRID_API_KEY" in shown and "SMTP_PASSWORD" not in shown
+
+
+def test_values_are_passed_down_not_read_again(settings, monkeypatch):
+    """Given an Environment, the library uses it, whatever the process environment holds."""
+    from newsletter.delivery.backends import make_backend
+    from newsletter.sendgrid.webhooks import public_key_text
+    from newsletter.tokens import signer_from_env
+    from newsletter.web import create_app
+
+    for name in ("NEWSLETTER_SECRET_KEY", "SENDGRID_API_KEY", "SMTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SENDGRID_API_HOST", "http://127.0.0.1:9")
+    env = Environment(
+        secret_key="s" * 40,
+        sendgrid_api_key="SG.passed-down",
+        sendgrid_api_host="http://127.0.0.1:1",
+        sendgrid_webhook_public_key="  a-key  ",
+    )
+    assert make_backend("sendgrid", settings, environment=env).host == "http://127.0.0.1:1"
+    assert signer_from_env(allow_dev_key=False, environment=env)[1] is False
+    assert public_key_text(settings, env) == "a-key"
+    assert create_app(settings, environment=env).name
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY is not set"):
+        create_app(settings)  # the process's own environment has no key
+
+
+def test_only_the_settings_module_reads_the_process_environment():
+    package = Path(newsletter.config.__file__).parent
+    readers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            attribute = node.attr if isinstance(node, ast.Attribute) else None
+            if attribute in ("environ", "getenv", "environb", "getenvb"):
+                readers.add(path.relative_to(package).as_posix())
+    # delivery/send.py: the test-only pause, which is becoming an observer the test passes in.
+    assert readers - {"delivery/send.py"} == {"config.py"}

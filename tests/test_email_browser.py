@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.content import load_issue, load_summaries, resolve_summaries
-from newsletter.preview import create_preview_app
 from newsletter.render import Renderer, fill, preview_values
+from newsletter.web.preview import create_preview_app
 from tests.conftest import serving
 from tests.support.browser import TEXT_METRICS_JS
 

@@ -22,13 +22,13 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.config import load_settings
+from newsletter.sendgrid.suppressions import sync_suppressions
+from newsletter.sendgrid.webhooks import apply_events
 from newsletter.store import Database
 from newsletter.store import subscribers as store
 from newsletter.subscribers import rules as status_rules
-from newsletter.suppressions import sync_suppressions
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
-from newsletter.webhooks import apply_events
 from tests.conftest import REPO, TEST_SECRET
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 

@@ -10,17 +10,18 @@ import pytest
 from newsletter import subscribers as subs
 from newsletter.config import load_settings
 from newsletter.errors import AuthenticationError, ConfigError, DeliveryError
-from newsletter.store import Database
-from newsletter.store import events as store_events
-from newsletter.store import subscribers as store
-from newsletter.suppressions import (
+from newsletter.sendgrid.client import make_client
+from newsletter.sendgrid.suppressions import (
     OVERLAP_SECONDS,
     iso_from_epoch,
-    make_client,
     sync_before_send,
     sync_suppressions,
 )
+from newsletter.store import Database
+from newsletter.store import events as store_events
+from newsletter.store import subscribers as store
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
+from tests.support.delivery import configure
 
 NOW = int(time.time())
 T0 = NOW - 86_400  # entries made yesterday, so "resubscribed since" comparisons are clear-cut
@@ -401,6 +402,36 @@ def test_cli_sync_errors(run, fake):
     assert result.exit_code == 1
     assert "error: SendGrid refused the API key (401" in result.stderr
     assert "not-the-key" not in result.output and "Traceback" not in result.output
+
+
+def test_a_sendgrid_send_pulls_the_suppressions_before_it_plans(run, workspace, fake):
+    configure(workspace, backend="sendgrid")  # delivery.sendgrid.sync_suppressions: true
+    assert run("subscribers", "import", "subscribers.example.csv").exit_code == 0
+    fake.set_suppressions("spam_reports", [{"email": "maria.keller@example.org", "created": T0}])
+    env = {"SENDGRID_API_KEY": TEST_API_KEY, "SENDGRID_API_HOST": fake.url}
+
+    result = run("send", "2026-12", "--yes", env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "suppressions synced: 1 subscribers newly suppressed" in result.output
+    assert fake.recipients() and "maria.keller@example.org" not in fake.recipients()
+    db = Database(workspace / "newsletter.db")
+    assert status_of(db, "maria.keller@example.org") == "complained"
+    db.close()
+
+
+def test_a_send_through_another_backend_asks_sendgrid_nothing(run, workspace, fake):
+    assert run("subscribers", "import", "subscribers.example.csv").exit_code == 0
+    fake.set_suppressions("spam_reports", [{"email": "maria.keller@example.org", "created": T0}])
+    env = {"SENDGRID_API_KEY": TEST_API_KEY, "SENDGRID_API_HOST": fake.url}
+
+    result = run("send", "2026-12", "--yes", "--backend", "outbox", env=env)
+
+    assert result.exit_code == 0, result.output
+    assert fake.suppression_requests() == []
+    db = Database(workspace / "newsletter.db")
+    assert status_of(db, "maria.keller@example.org") == "subscribed"
+    db.close()
 
 
 # --- Refusals the fake server does not make (it answers 403 only on mail sends) -------------------

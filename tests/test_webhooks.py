@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter.config import load_settings
+from newsletter.sendgrid.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, event_id
 from newsletter.store import subscribers as store
 from newsletter.web import create_app
-from newsletter.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, event_id
 from tests.conftest import TEST_SECRET
 
 ISSUE = "2026-12"
@@ -310,7 +310,7 @@ def test_event_id_without_sg_event_id_is_stable():
 
 
 def test_library_entry_point(settings, db, keys, monkeypatch):
-    from newsletter.webhooks import SignatureInvalid, WebhookNotConfigured, handle_webhook
+    from newsletter.sendgrid.webhooks import SignatureInvalid, WebhookNotConfigured, handle_webhook
 
     sub = store.insert(db, "reader@example.com")
     body = json.dumps([event("unsubscribe", sub, 1)]).encode()
@@ -366,7 +366,7 @@ def test_a_bad_event_in_a_signed_batch_is_skipped_and_logged_and_the_rest_applie
     last = event("spamreport", p["spam"], 3)
     body = f"[{json.dumps(first)}, {write_bad(bad)}, {json.dumps(last)}]".encode()
 
-    with caplog.at_level("WARNING", logger="newsletter.webhooks"):
+    with caplog.at_level("WARNING", logger="newsletter.sendgrid.webhooks"):
         response = post(client, keys[0], None, body=body)
 
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -447,7 +447,7 @@ def test_the_freshness_window_is_a_setting(workspace, db, people, keys, monkeypa
 
 
 def test_freshness_boundary(settings, db, keys, monkeypatch):
-    from newsletter.webhooks import WebhookTooOld, handle_webhook
+    from newsletter.sendgrid.webhooks import WebhookTooOld, handle_webhook
 
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", keys[1])
     sub = store.insert(db, "reader@example.com")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..config import display_path
 from . import pass_app
 
 
@@ -26,6 +25,7 @@ def archive():
 def build(app, output):
     """Build the static archive from the sent issues (only changed files are rewritten)."""
     from ..archive.build import build_archive
+    from ..config import display_path
 
     settings = app.settings
     db = app.db if settings.paths.database.exists() else None

@@ -1,29 +1,26 @@
-"""The editor's commands: compose, render, preview, check."""
+"""The editor's commands: compose, render, preview, check.
+
+Each command imports what it uses (the renderer, Rich...) when it runs, so that the others start
+at once.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ..checks import check_issue
-from ..compose import compose_issue
-from ..config import display_path
-from ..content import load_issue, load_summaries, resolve_summaries
 from ..errors import CheckFailed, SubscriberError
-from ..output import write_output
-from ..render import Renderer, fill, preview_values, summaries_for_topics
-from ..store.subscribers import ALL
-from ..subscribers.fields import UnknownTopics
-from ..subscribers.fields import parse_topics as parse_topic_choice
 from . import pass_app
 
 
 def parse_topics(settings, value: str) -> list[str] | str:
     """`--topics`: 'all' or comma-separated topic slugs, each one known to the settings, read by
     the list's own parser; the slugs come back in the settings' order (the footer names them so)."""
+    from ..store.subscribers import ALL
+    from ..subscribers.fields import UnknownTopics
+    from ..subscribers.fields import parse_topics as parse_topic_choice
+
     try:
         choice = parse_topic_choice(value or ALL, settings.topic_slugs)
     except UnknownTopics as exc:
@@ -48,6 +45,12 @@ def parse_topics(settings, value: str) -> list[str] | str:
 @pass_app
 def compose(app, on_date, issue_id, max_summaries, force, pull):
     """Pick the latest summaries and write issues/<id>.yaml."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..compose import compose_issue
+    from ..config import display_path
+
     settings = app.settings
     if pull:
         from .summaries import run_pull
@@ -105,6 +108,10 @@ def compose(app, on_date, issue_id, max_summaries, force, pull):
 @pass_app
 def render(app, issue, topics, fmt, output, raw):
     """Render the email one subscriber with these topics would get."""
+    from ..content import load_issue, load_summaries, resolve_summaries
+    from ..output import write_output
+    from ..render import Renderer, fill, preview_values, summaries_for_topics
+
     settings = app.settings
     chosen_topics = parse_topics(settings, topics)
     issue_obj = load_issue(settings, issue)
@@ -128,7 +135,7 @@ def render(app, issue, topics, fmt, output, raw):
 @pass_app
 def preview(app, issue, host, port):
     """Serve a local page to look at the issue per topic choice (desktop and phone)."""
-    from ..preview import create_preview_app
+    from ..web.preview import create_preview_app
 
     settings = app.settings
     web_app = create_preview_app(settings, issue)  # validates the issue before serving
@@ -141,6 +148,8 @@ def preview(app, issue, host, port):
 @pass_app
 def check(app, issue):
     """Pre-send checks: content, size, disclaimer, links, placeholders."""
+    from ..checks import check_issue
+
     report = check_issue(app.settings, issue)
     if not report.ok:
         raise CheckFailed(report.problems)

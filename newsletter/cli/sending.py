@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -31,6 +31,9 @@ from ..errors import ContentError, DeliveryError, NewsletterError
 from ..store import ledger as store
 from . import pass_app
 from .editor import parse_topics
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # Observers a program embedding the CLI adds to `send` (click's `ctx.meta`, a list of
 # SendObserver): a test uses one to stop the process at an exact point of the send.
@@ -64,6 +67,15 @@ class ProgressObserver(SendObserver):
         self.console.print(message, markup=False, highlight=False)
 
     def started(self, recipients: int, batches: int) -> None:
+        # Only a send that sends shows a progress bar: Rich's takes a while to import.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         if not recipients:
             return
         self.progress = Progress(

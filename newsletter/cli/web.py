@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ..config import secret_key
 from ..errors import ConfigError
 from . import pass_app
 
@@ -20,10 +17,11 @@ def serve(app, host, port):
     from ..web import create_app, run_server
 
     try:
-        secret_key(required=True)  # it must also be the secret that signed the emails' links
+        # It must also be the secret that signed the emails' links.
+        app.environment.signing_key(required=True)
     except ConfigError as err:
         raise ConfigError(f"newsletter serve refuses to start: {err}") from None
-    web_app = create_app(app.settings)
+    web_app = create_app(app.settings, environment=app.environment)
     click.echo(f"Serving the preference centre on http://{host}:{port}/  (Ctrl+C to stop)")
     run_server(web_app, host, port)
 
@@ -44,9 +42,14 @@ def suppressions():
 @pass_app
 def sync(app, page_size):
     """Pull what is new on SendGrid's suppression lists into the subscribers' status."""
-    from ..suppressions import sync_suppressions
+    from rich.console import Console
+    from rich.table import Table
 
-    report = sync_suppressions(app.settings, app.db, page_size=page_size)
+    from ..sendgrid.suppressions import sync_suppressions
+
+    report = sync_suppressions(
+        app.settings, app.db, page_size=page_size, environment=app.environment
+    )
     table = Table(title="SendGrid suppressions", title_justify="left")
     for column in ("list", "new entries", "status set", "already so", "not subscribers"):
         table.add_column(column, justify="left" if column == "list" else "right")

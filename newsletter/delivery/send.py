@@ -23,6 +23,7 @@ from .deliver import Outcome, deliver_with_retries, open_backend, stop_error
 from .lock import STALE_AFTER, SendLock
 from .plan import write_plan
 from .prepare import PreparedSend, prepare_send
+from .presend import before_planning
 from .progress import SendObserver
 from .report import build_report
 from .retry import RetryPolicy
@@ -97,10 +98,10 @@ def run_send(
 
 
 def pre_send_steps(run: SendRun) -> None:
-    """What runs before a list send is planned, besides recovery: today the backend's own step
-    (`before_send`; SendGrid pulls its suppressions, which may unsubscribe people, so that the
-    plan leaves them out). The one place such a step goes."""
-    for line in run.backend.before_send(run.db):
+    """What runs before a list send is planned, besides recovery (`presend.before_planning`:
+    with SendGrid, pull its suppressions, which may unsubscribe people, so that the plan leaves
+    them out). The one place such a step goes."""
+    for line in before_planning(run.settings, run.db, run.backend):
         run.observer.info(line)
 
 

@@ -13,23 +13,21 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from ..config import Settings, secret_key
+from ..config import Environment, Settings
 from ..errors import NewsletterError, TokenError
-from ..store import Database
-from ..store import subscribers as store_subscribers
-from ..store.subscribers import ALL, Subscriber
-from ..templating import make_environment, render_template
-from ..tokens import LinkSigner, Purpose
-from ..webhooks import (
+from ..sendgrid.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     PayloadInvalid,
     SignatureInvalid,
     WebhookNotConfigured,
-    WebhookVerifier,
-    apply_events,
-    parse_events,
+    WebhookReceiver,
 )
+from ..store import Database
+from ..store import subscribers as store_subscribers
+from ..store.subscribers import ALL, Subscriber
+from ..templating import make_environment, render_template
+from ..tokens import LinkSigner, Purpose
 from . import preferences as prefs
 from .archive import archive_blueprint
 
@@ -54,9 +52,15 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024  # SendGrid's webhook batches are far smalle
 ONE_CLICK_BODY = ("List-Unsubscribe", "One-Click")
 
 
-def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
-    """The web app; raises ConfigError when NEWSLETTER_SECRET_KEY is not set."""
-    signer = LinkSigner(secret_key(required=True))
+def create_app(
+    settings: Settings,
+    db_path: str | Path | None = None,
+    environment: Environment | None = None,
+) -> Flask:
+    """The web app, with the secrets of `environment` (default: the process's); raises
+    ConfigError when NEWSLETTER_SECRET_KEY is not set (or is weak)."""
+    environment = environment or Environment.read()
+    signer = LinkSigner(environment.signing_key(required=True))
     env = make_environment(settings.paths.templates)
     database = Path(db_path) if db_path is not None else settings.paths.database
     contact = str(settings.reply_to or settings.sender.email)
@@ -64,7 +68,7 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.extensions["newsletter"] = {"settings": settings, "database": database}
-    verifier: dict[str, WebhookVerifier] = {}
+    webhook = WebhookReceiver(settings, environment)
     app.register_blueprint(archive_blueprint(settings.paths.site))
 
     # Per request: each request opens the database, so any server (threads or processes)
@@ -257,15 +261,14 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
 
     @app.post("/webhooks/sendgrid")
     def sendgrid_webhook():
-        body = request.get_data(cache=False)
         try:
-            if "verifier" not in verifier:
-                verifier["verifier"] = WebhookVerifier.from_settings(settings)
-            # Verified before the database is even opened: unsigned requests cost nothing.
-            verifier["verifier"].verify(
-                body, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER)
+            # `db`, not `db()`: the database is opened only for a verified batch.
+            report = webhook.receive(
+                db,
+                request.get_data(cache=False),
+                request.headers.get(SIGNATURE_HEADER),
+                request.headers.get(TIMESTAMP_HEADER),
             )
-            report = apply_events(settings, db(), parse_events(body))
         except WebhookNotConfigured as exc:
             # 503, not 4xx: SendGrid retries, so no event is lost while the key is set up.
             log.error("SendGrid webhook refused: %s", exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...config import Settings
+from ...config import Environment, Settings
 from ...errors import DeliveryError
 from .base import Backend, BaseBackend
 
@@ -11,9 +11,16 @@ BACKENDS = ("outbox", "smtp", "sendgrid")
 __all__ = ["BACKENDS", "Backend", "BaseBackend", "backend_for", "make_backend"]
 
 
-def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False) -> Backend:
+def make_backend(
+    name: str | None,
+    settings: Settings,
+    *,
+    sandbox: bool = False,
+    environment: Environment | None = None,
+) -> Backend:
     """The backend called `name` (default: the settings' one), configured from the settings and
-    the environment; DeliveryError when its credentials are missing (before anything is sent)."""
+    `environment` (default: the process's); an error when its credentials are missing (before
+    anything is sent)."""
     name = name or settings.delivery.backend
     if sandbox and name != "sendgrid":
         raise DeliveryError("--sandbox is a SendGrid feature: use it with --backend sendgrid")
@@ -24,11 +31,11 @@ def make_backend(name: str | None, settings: Settings, *, sandbox: bool = False)
     if name == "smtp":
         from .smtp import SmtpBackend
 
-        return SmtpBackend(settings)
+        return SmtpBackend(settings, environment=environment)
     if name == "sendgrid":
         from .sendgrid import SendGridBackend
 
-        return SendGridBackend(settings, sandbox=sandbox)
+        return SendGridBackend(settings, sandbox=sandbox, environment=environment)
     raise DeliveryError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
 
 

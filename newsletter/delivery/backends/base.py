@@ -40,10 +40,6 @@ class Backend(Protocol):
     def create_schedule_id(self) -> str:
         """A provider id grouping a scheduled send (SendGrid batch_id)."""
 
-    def before_send(self, db) -> list[str]:
-        """Provider work before a list send is planned (SendGrid: pull its suppressions);
-        returns lines worth showing. May change subscribers' status; raises to stop the send."""
-
     def close(self) -> None:
         """Release connections; called once, also after a failure."""
 
@@ -61,9 +57,6 @@ class BaseBackend:
 
     def create_schedule_id(self) -> str:
         raise DeliveryError(f"the {self.name} backend cannot schedule a send (--at needs sendgrid)")
-
-    def before_send(self, db) -> list[str]:
-        return []
 
     def close(self) -> None:
         pass

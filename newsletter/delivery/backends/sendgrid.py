@@ -3,7 +3,8 @@
 The segment's HTML and text go once in `content`; each personalization carries the recipient's
 `substitutions` (a plain and an HTML-escaped key per value), their own List-Unsubscribe headers,
 and `custom_args` naming the issue and subscriber, which is how delivery webhooks find the
-ledger row. The API key comes only from SENDGRID_API_KEY and is never printed or logged.
+ledger row. The client (key, host, timeout) and what SendGrid's answers mean are
+`newsletter.sendgrid.client`'s; the key is never printed or logged.
 
 SendGrid refuses a whole request for one bad personalization (400): the recipients it names are
 failed alone and the request is sent again without them, so one recipient's problem never
@@ -12,54 +13,20 @@ stops the batch. Names go as JSON, as stored; SendGrid writes (and encodes) the 
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
-import logging
-import os
 import re
-import socket
-import time
-import urllib.error
 
-import python_http_client
-import sendgrid
-
-from ...config import Settings
-from ...errors import (
-    AuthenticationError,
-    DeliveryError,
-    OutcomeUnknown,
-    PayloadRejected,
-    SendRefused,
-    TemporaryFailure,
-)
+from ...config import Environment, Settings
+from ...errors import DeliveryError
+from ...sendgrid import custom_args
+from ...sendgrid.client import RecipientsRefused, api_host, call, make_client
 from ..batch import Batch, BatchResult
 from ..message import LIST_UNSUBSCRIBE_POST, check_sender, list_id, one_line, wire_address
 from .base import BaseBackend
 
-DEFAULT_HOST = "https://api.sendgrid.com"
 MAX_PERSONALIZATIONS = 1000  # SendGrid's limit per request
-CUSTOM_ARG_ISSUE = "newsletter_issue"  # the webhook handler finds ledger rows by these two keys
-CUSTOM_ARG_SUBSCRIBER = "newsletter_subscriber"
-CUSTOM_ARG_PROOF = "newsletter_proof"
-RETRY_STATUSES = (429, 502, 503, 504)  # surely not accepted: worth another try
-
-# The HTTP client logs every request's headers, the Authorization header included, at DEBUG:
-# keep it quiet whatever the application's logging level, so the key never reaches a log.
-logging.getLogger("python_http_client").setLevel(logging.WARNING)
 
 _NAME_UNSAFE = re.compile(r"[;,\"]")
-_PERSONALIZATION_FIELD = re.compile(r"personalizations\.(\d+)(?:\.(.+))?")
-
-
-class RecipientsRefused(PayloadRejected):
-    """SendGrid refused the request for some personalizations only: `refused` maps their index
-    in the request to SendGrid's reason. Nothing of the request was accepted."""
-
-    def __init__(self, message: str, refused: dict[int, str] | None = None):
-        super().__init__(message)
-        self.refused = refused or {}
 
 
 def to_name(name: str) -> str:
@@ -67,78 +34,6 @@ def to_name(name: str) -> str:
     if name.isprintable() and not _NAME_UNSAFE.search(name):
         return name.strip()  # the usual case, without the regular expressions
     return " ".join(_NAME_UNSAFE.sub(" ", one_line(name)).split())
-
-
-def retry_after_seconds(headers, now: float | None = None) -> float | None:
-    """Seconds to wait from Retry-After (seconds or HTTP date) or X-RateLimit-Reset (Unix time)."""
-    if headers is None:
-        return None
-    now = time.time() if now is None else now
-    value = headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - now)
-    reset = headers.get("X-RateLimit-Reset")
-    if reset:
-        try:
-            return max(0.0, float(reset) - now)
-        except ValueError:
-            return None
-    return None
-
-
-def _errors(body: bytes | str | None) -> list[dict]:
-    """The `errors` list of SendGrid's JSON error body ([] when there is none)."""
-    try:
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
-        errors = json.loads(text)["errors"]
-    except (ValueError, KeyError, TypeError):
-        return []
-    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
-
-
-def refused_personalizations(body: bytes | str | None, count: int) -> dict[int, str] | None:
-    """Index → reason when every error of a 400 names one of the request's `count`
-    personalizations (a problem of those recipients only); None when any error is about the
-    request as a whole, or names no personalization that was sent."""
-    errors = _errors(body)
-    refused: dict[int, list[str]] = {}
-    for item in errors:
-        match = _PERSONALIZATION_FIELD.fullmatch(str(item.get("field") or ""))
-        if match is None or int(match[1]) >= count:
-            return None
-        message = " ".join(str(item.get("message") or "refused").split())
-        where = f" (field {match[2]})" if match[2] else ""
-        refused.setdefault(int(match[1]), []).append(message + where)
-    if not refused:
-        return None
-    return {i: "refused by SendGrid: " + "; ".join(reasons) for i, reasons in refused.items()}
-
-
-def error_messages(body: bytes | str | None) -> str:
-    """SendGrid's own error text from its JSON error body (or the raw body, shortened)."""
-    if not body:
-        return "no details given"
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    try:
-        errors = json.loads(text)["errors"]
-        parts = []
-        for item in errors[:5]:
-            message = " ".join(str(item.get("message") or "").split())
-            field = item.get("field")
-            parts.append(f"{message} (field {field})" if field else message)
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        return "; ".join(parts) + more
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return " ".join(text.split())[:300]
 
 
 class SendGridBackend(BaseBackend):
@@ -152,19 +47,21 @@ class SendGridBackend(BaseBackend):
         api_key: str | None = None,
         host: str | None = None,
         sandbox: bool = False,
+        environment: Environment | None = None,
     ):
+        """`api_key` and `host` default to those of `environment` (default: the process's)."""
         self.settings = settings
-        api_key = api_key or os.environ.get("SENDGRID_API_KEY")
-        if not api_key:
-            raise DeliveryError(
-                "SENDGRID_API_KEY is not set: put the API key in the environment to send with "
-                "SendGrid (it is never read from a file)"
-            )
-        self.host = (host or os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST).rstrip("/")
-        self.client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
-        # The client waits forever unless told otherwise (and never retries: we do that).
+        environment = environment or Environment.read()
+        self.host = (host or api_host(environment)).rstrip("/")
+        self.client = make_client(
+            settings,
+            environment,
+            api_key=api_key,
+            host=self.host,
+            needed_for="put the API key in the environment to send with SendGrid (it is never "
+            "read from a file)",
+        )
         self.timeout = settings.delivery.timeout
-        self.client.client.timeout = self.timeout
         self.max_batch = min(settings.delivery.batch_size, MAX_PERSONALIZATIONS)
         self.sandbox = sandbox
         self.requests = 0
@@ -183,11 +80,11 @@ class SendGridBackend(BaseBackend):
             name = to_name(r.name)
             if name:
                 to["name"] = name
-            args = {CUSTOM_ARG_ISSUE: batch.issue_id}
+            args = {custom_args.ISSUE: batch.issue_id}
             if r.subscriber_id is None:
-                args[CUSTOM_ARG_PROOF] = "true"
+                args[custom_args.PROOF] = "true"
             else:
-                args[CUSTOM_ARG_SUBSCRIBER] = str(r.subscriber_id)
+                args[custom_args.SUBSCRIBER] = str(r.subscriber_id)
             personalizations.append(
                 {
                     "to": [to],
@@ -226,16 +123,6 @@ class SendGridBackend(BaseBackend):
 
     # Calls ----------------------------------------------------------------------------------
 
-    def before_send(self, db) -> list[str]:
-        """Pull SendGrid's suppressions first (when the settings say so), so that nobody
-        SendGrid would drop is planned; those already planned are skipped when claimed."""
-        from ...suppressions import sync_before_send
-
-        report = sync_before_send(self.settings, db, client=self.client)
-        if report is None:
-            return []
-        return [f"suppressions synced: {report.changed} subscribers newly suppressed"]
-
     def deliver(self, batch: Batch, result: BatchResult) -> None:
         check_sender(self.settings)
         recipients = []
@@ -251,7 +138,7 @@ class SendGridBackend(BaseBackend):
             body = self.payload(batch.only(recipients))
             result.in_flight = [r.key for r in recipients]
             try:
-                response = self._post(self.client.client.mail.send, body)
+                response = self._post(self.client.client.mail.send, body, "the mail send")
             except RecipientsRefused as exc:
                 # Nothing was accepted: fail those named, send the request again without them.
                 for index, reason in exc.refused.items():
@@ -268,7 +155,7 @@ class SendGridBackend(BaseBackend):
 
     def create_schedule_id(self) -> str:
         """A new SendGrid batch id, so a scheduled send can be paused or cancelled as one."""
-        response = self._post(self.client.client.mail.batch, None)
+        response = self._post(self.client.client.mail.batch, None, "the batch id request")
         try:
             return json.loads(response.body)["batch_id"]
         except (ValueError, KeyError, TypeError):
@@ -276,66 +163,15 @@ class SendGridBackend(BaseBackend):
                 "SendGrid did not return a batch id for the scheduled send"
             ) from None
 
-    def _post(self, endpoint, body: dict | None):
+    def _post(self, endpoint, body: dict | None, action: str):
+        """One POST; what SendGrid's answer or silence means is `sendgrid.client.call`'s."""
         self.requests += 1
-        try:
-            if body is None:
-                return endpoint.post()
-            return endpoint.post(request_body=body)
-        except python_http_client.exceptions.HTTPError as err:
-            count = len(body.get("personalizations", ())) if body else 0
-            raise self._classify(err, count) from None
-        except urllib.error.URLError as err:
-            # Raised while connecting or writing the request, before any answer.
-            reason = err.reason
-            if isinstance(reason, ConnectionRefusedError | socket.gaierror):
-                raise TemporaryFailure(
-                    f"cannot connect to SendGrid at {self.host}: {reason}"
-                ) from None
-            raise OutcomeUnknown(
-                f"the connection to SendGrid failed while sending the request ({reason}): "
-                "it may or may not have been accepted"
-            ) from None
-        except TimeoutError:
-            raise OutcomeUnknown(
-                f"no answer from SendGrid within {self.timeout:g} s: the request may or may not "
-                "have been accepted"
-            ) from None
-        except (OSError, http.client.HTTPException) as err:
-            raise OutcomeUnknown(
-                f"the connection to SendGrid dropped before an answer "
-                f"({type(err).__name__}: {err}): the request may or may not have been accepted"
-            ) from None
-
-    def _classify(self, err, personalizations: int = 0) -> DeliveryError:
-        status = err.status_code
-        detail = error_messages(err.body)
-        refused = refused_personalizations(err.body, personalizations) if status == 400 else None
-        if refused:
-            return RecipientsRefused(
-                f"SendGrid refused {len(refused)} recipients: {detail}", refused
-            )
-        if status in RETRY_STATUSES:
-            return TemporaryFailure(
-                f"SendGrid answered {status}: {detail}",
-                retry_after=retry_after_seconds(err.headers),
-            )
-        if status in (400, 413):
-            return PayloadRejected(f"SendGrid refused the request ({status}): {detail}")
-        if status == 401:
-            return AuthenticationError(
-                f"SendGrid refused the API key (401: {detail}); check SENDGRID_API_KEY"
-            )
-        if status == 403:
-            return AuthenticationError(
-                f"SendGrid refused to send (403: {detail}); check the key's permissions and "
-                "that the sender address is verified"
-            )
-        if status >= 500:
-            return OutcomeUnknown(
-                f"SendGrid answered {status} ({detail}): the request may or may not have been "
-                "accepted"
-            )
-        return SendRefused(
-            f"SendGrid answered {status} ({detail}); is SENDGRID_API_HOST ({self.host}) right?"
+        return call(
+            lambda: endpoint.post() if body is None else endpoint.post(request_body=body),
+            host=self.host,
+            timeout=self.timeout,
+            action=action,
+            forbidden="check the key's permissions and that the sender address is verified",
+            idempotent=False,
+            personalizations=len(body.get("personalizations", ())) if body else 0,
         )

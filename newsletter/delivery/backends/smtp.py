@@ -9,12 +9,11 @@ waiting for the server's answer, may have been a delivery, so it is reported `un
 from __future__ import annotations
 
 import contextlib
-import os
 import smtplib
 import ssl
 from pathlib import Path
 
-from ...config import Settings
+from ...config import Environment, Settings
 from ...errors import (
     AuthenticationError,
     ConfigError,
@@ -70,11 +69,14 @@ class SmtpBackend(BaseBackend):
         settings: Settings,
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        environment: Environment | None = None,
     ):
         self.settings = settings
         self.config = settings.delivery.smtp
         self.max_batch = settings.delivery.batch_size
-        self.password = password if password is not None else os.environ.get("SMTP_PASSWORD")
+        if password is None:
+            password = (environment or Environment.read()).smtp_password
+        self.password = password
         if self.config.username and not self.password:
             raise DeliveryError(
                 f"SMTP_PASSWORD is not set: the SMTP server {self.config.host} needs a password "

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from .config import Settings
-from .content import load_issue, load_summaries, resolve_summaries
-from .errors import NewsletterError, NothingSelected
-from .render import Renderer, fill, preview_values, summaries_for_topics
-from .templating import make_environment, render_template
+from ..config import Settings
+from ..content import load_issue, load_summaries, resolve_summaries
+from ..errors import NewsletterError, NothingSelected
+from ..render import Renderer, fill, preview_values, summaries_for_topics
+from ..templating import make_environment, render_template
 
 
 def _chosen_topics(settings: Settings, raw: list[str]) -> list[str] | str:
@@ -24,7 +24,7 @@ def create_preview_app(settings: Settings, issue_ref: str) -> Flask:
     """The preview web app; validates the issue and its summaries once up front."""
     issue = load_issue(settings, issue_ref)
     resolve_summaries(issue, load_summaries(settings))  # fail now, not on the first request
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # web/static is the preference centre's
     env = make_environment(settings.paths.templates)
 
     def render_for(topics):

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import urllib.error
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings
-from .errors import AuthenticationError, ConfigError, DeliveryError
-from .store import Database
-from .store import events as store_events
-from .store import subscribers as store_subscribers
-from .subscribers import rules
+from ..config import Environment, Settings
+from ..errors import DeliveryError
+from ..store import Database
+from ..store import events as store_events
+from ..store import subscribers as store_subscribers
+from ..subscribers import rules
+from .client import DEFAULT_HOST, call, make_client
 
-DEFAULT_HOST = "https://api.sendgrid.com"
 PAGE_SIZE = 500  # SendGrid's maximum `limit` for suppression lists
 
 # (SendGrid list, our status), strongest first so that an address on two lists is set once.
@@ -91,57 +89,20 @@ class SyncReport:
         return out
 
 
-def make_client(settings: Settings):
-    """The official SendGrid client from SENDGRID_API_KEY (and SENDGRID_API_HOST), with a timeout."""
-    import sendgrid
-
-    key = os.environ.get("SENDGRID_API_KEY", "").strip()
-    if not key:
-        raise ConfigError(
-            "SENDGRID_API_KEY is not set: syncing suppressions needs a SendGrid API key "
-            "with read access to suppressions"
-        )
-    host = os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST
-    client = sendgrid.SendGridAPIClient(api_key=key, host=host)
-    # The client never times out on its own: a hung connection would hang the send behind it.
-    client.client.timeout = settings.delivery.timeout
-    return client
-
-
 def _watermark_key(name: str) -> str:
     return f"sendgrid.suppressions.{name}.created"
 
 
-def _error_message(exc: Any) -> str:
-    try:
-        errors = json.loads(exc.body.decode("utf-8"))["errors"]
-        return "; ".join(str(e.get("message")) for e in errors if e.get("message")) or exc.reason
-    except (AttributeError, ValueError, KeyError, TypeError):
-        return str(getattr(exc, "reason", "") or "no details")
-
-
 def _fetch_page(client, name: str, query: dict[str, int], host: str) -> list[dict]:
     """One GET of a suppression list; SendGrid's refusals become our errors, without the key."""
-    from python_http_client.exceptions import HTTPError
-
-    try:
-        response = client.client.suppression._(name).get(query_params=query)
-    except HTTPError as exc:
-        status = exc.status_code
-        detail = _error_message(exc)
-        if status == 401:
-            raise AuthenticationError(
-                f"SendGrid refused the API key (401: {detail}): check SENDGRID_API_KEY"
-            ) from None
-        if status == 403:
-            raise AuthenticationError(
-                f"SendGrid forbade reading the {name} list (403: {detail}): the API key needs "
-                "the Suppressions read permission"
-            ) from None
-        raise DeliveryError(f"SendGrid answered {status} for the {name} list: {detail}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise DeliveryError(f"cannot reach SendGrid at {host}: {reason}") from None
+    response = call(
+        lambda: client.client.suppression._(name).get(query_params=query),
+        host=host,
+        timeout=client.client.timeout,
+        action=f"the {name} list",
+        forbidden="the API key needs the Suppressions read permission",
+        idempotent=True,
+    )
     try:
         entries = json.loads(response.body or b"[]")
     except ValueError:
@@ -163,17 +124,28 @@ def _reason(name: str, entry: dict) -> str:
 
 
 def sync_suppressions(
-    settings: Settings, db: Database, client=None, page_size: int = PAGE_SIZE
+    settings: Settings,
+    db: Database,
+    client=None,
+    page_size: int = PAGE_SIZE,
+    environment: Environment | None = None,
 ) -> SyncReport:
     """Pull what is new on SendGrid's four suppression lists and set those subscribers' status.
 
     Paged with limit/offset; each list remembers the newest `created` it has seen (in `meta`)
     and the next sync asks from there (`start_time`), so each run reads only what is new.
-    Addresses that are not our subscribers are counted and ignored. Raises ConfigError without
-    an API key, AuthenticationError on 401/403, DeliveryError on other failures.
+    Addresses that are not our subscribers are counted and ignored. `client` is the official
+    SendGrid client (default: made from `environment`, itself by default the process's). Raises
+    ConfigError without an API key, AuthenticationError on 401/403, DeliveryError on other
+    failures.
     """
     if client is None:
-        client = make_client(settings)
+        client = make_client(
+            settings,
+            environment,
+            needed_for="syncing suppressions needs a SendGrid API key with read access to "
+            "suppressions",
+        )
     elif getattr(client.client, "timeout", None) is None:
         client.client.timeout = settings.delivery.timeout
     host = getattr(client, "host", None) or DEFAULT_HOST
@@ -228,8 +200,10 @@ def _apply_entry(db: Database, item: ListReport, name: str, status: str, entry: 
         item.unchanged += 1
 
 
-def sync_before_send(settings: Settings, db: Database, client=None) -> SyncReport | None:
+def sync_before_send(
+    settings: Settings, db: Database, client=None, environment: Environment | None = None
+) -> SyncReport | None:
     """The sync a SendGrid send runs first; None when `delivery.sendgrid.sync_suppressions` is off."""
     if not settings.delivery.sendgrid.sync_suppressions:
         return None
-    return sync_suppressions(settings, db, client=client)
+    return sync_suppressions(settings, db, client=client, environment=environment)

@@ -2,9 +2,9 @@
 
 Bounces, drops for an invalid address, spam reports and unsubscribes change the subscriber's
 status (source `sendgrid`); delivered, bounced and dropped are written on the issue's ledger row,
-found through the `newsletter_issue` and `newsletter_subscriber` custom args that the sender puts
-on every message (SendGrid flattens custom args into each event). Every event id applied is
-remembered, so a retried or replayed batch changes nothing the second time.
+found through the custom args (`custom_args`) that the sender puts on every message (SendGrid
+flattens custom args into each event). Every event id applied is remembered, so a retried or
+replayed batch changes nothing the second time.
 
 A batch signed longer ago than `delivery.sendgrid.webhook_max_age` is refused (a captured batch
 cannot be replayed later). In a signed batch each event is checked on its own: one that cannot be
@@ -20,28 +20,25 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Settings
-from .errors import NewsletterError
-from .store import Database
-from .store import events as store_events
-from .store import subscribers as store_subscribers
-from .subscribers import rules
+from ..config import Environment, Settings
+from ..errors import NewsletterError
+from ..store import Database
+from ..store import events as store_events
+from ..store import subscribers as store_subscribers
+from ..subscribers import rules
+from . import custom_args
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-
-# The custom args the sender sets on every personalization.
-ISSUE_ARG = "newsletter_issue"
-SUBSCRIBER_ARG = "newsletter_subscriber"
 
 HANDLED = frozenset(
     {"bounce", "dropped", "delivered", "spamreport", "unsubscribe", "group_unsubscribe"}
@@ -70,11 +67,12 @@ class PayloadInvalid(NewsletterError):
     """A correctly signed body that is not a JSON list of events."""
 
 
-def public_key_text(settings: Settings) -> str | None:
-    """The verification key: `delivery.sendgrid.webhook_public_key`, else SENDGRID_WEBHOOK_PUBLIC_KEY."""
-    key = settings.delivery.sendgrid.webhook_public_key or os.environ.get(
-        "SENDGRID_WEBHOOK_PUBLIC_KEY"
-    )
+def public_key_text(settings: Settings, environment: Environment | None = None) -> str | None:
+    """The verification key: `delivery.sendgrid.webhook_public_key`, else
+    SENDGRID_WEBHOOK_PUBLIC_KEY of `environment` (default: the process's)."""
+    key = settings.delivery.sendgrid.webhook_public_key
+    if not key:
+        key = (environment or Environment.read()).sendgrid_webhook_public_key
     return key.strip() if key and key.strip() else None
 
 
@@ -97,8 +95,10 @@ class WebhookVerifier:
             ) from None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookVerifier:
-        key = public_key_text(settings)
+    def from_settings(
+        cls, settings: Settings, environment: Environment | None = None
+    ) -> WebhookVerifier:
+        key = public_key_text(settings, environment)
         if key is None:
             raise WebhookNotConfigured(
                 "no SendGrid webhook public key: set delivery.sendgrid.webhook_public_key in "
@@ -158,10 +158,6 @@ class Unreadable:
     """An entry of the batch that could not be parsed on its own, and why."""
 
     reason: str
-
-
-# A JSON string (escapes included) or one of the characters that give the structure.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.S)
 
 
 def parse_events(body: bytes) -> list[Any]:
@@ -258,9 +254,11 @@ class WebhookEvent(BaseModel):
     type: Annotated[str, Field(max_length=64)] | None = None
     reason: _coerced() | None = None
     asm_group_id: _coerced(max_length=20) | None = None
-    newsletter_issue: Annotated[str, Field(max_length=200)] | None = None
+    issue: Annotated[str, Field(max_length=200)] | None = Field(None, alias=custom_args.ISSUE)
     # SQLite's INTEGER holds 19 digits: a 40-digit id would make the lookup itself fail.
-    newsletter_subscriber: _coerced(pattern=r"^[0-9]{1,18}$") | None = None
+    subscriber: _coerced(pattern=r"^[0-9]{1,18}$") | None = Field(
+        None, alias=custom_args.SUBSCRIBER
+    )
 
 
 def event_problem(event: dict) -> str | None:
@@ -378,14 +376,55 @@ def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookRep
             report.status_changes += 1
     delivery = _delivery_for(event)
     if delivery is not None:
-        issue_id = event.get(ISSUE_ARG)
-        subscriber_id = str(event.get(SUBSCRIBER_ARG) or "")
+        issue_id = event.get(custom_args.ISSUE)
+        subscriber_id = str(event.get(custom_args.SUBSCRIBER) or "")
         if not isinstance(issue_id, str) or not subscriber_id.isdigit():
             report.unmatched.append(f"{event.get('event')}: no newsletter custom args")
         elif store_events.record_delivery(
             db, issue_id, int(subscriber_id), delivery, at or store_events.now()
         ):
             report.ledger_updates += 1
+
+
+class WebhookReceiver:
+    """SendGrid's webhook as a server receives it: each request verified, then applied.
+
+    The verifier is made on the first request and kept, so that a server started before the
+    public key was set up answers WebhookNotConfigured (and SendGrid retries) rather than not
+    starting at all.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        environment: Environment | None = None,
+        verifier: WebhookVerifier | None = None,
+    ):
+        self.settings = settings
+        self.environment = environment
+        self.verifier = verifier
+
+    def receive(
+        self,
+        db: Database | Callable[[], Database],
+        body: bytes,
+        signature: str | None,
+        timestamp: str | None,
+        now: float | None = None,
+    ) -> WebhookReport:
+        """Verify a webhook request and apply its events. `db` may be a function that opens
+        the database: it is called only once the batch is verified, so unsigned requests cost
+        nothing.
+
+        Raises WebhookNotConfigured (no key), SignatureInvalid (nothing is read or changed; its
+        WebhookTooOld when signed too long ago) or PayloadInvalid (signed, but not a list of
+        events).
+        """
+        if self.verifier is None:
+            self.verifier = WebhookVerifier.from_settings(self.settings, self.environment)
+        self.verifier.verify(body, signature, timestamp, now=now)
+        database = db() if callable(db) else db
+        return apply_events(self.settings, database, parse_events(body))
 
 
 def handle_webhook(
@@ -396,12 +435,8 @@ def handle_webhook(
     timestamp: str | None,
     verifier: WebhookVerifier | None = None,
     now: float | None = None,
+    environment: Environment | None = None,
 ) -> WebhookReport:
-    """Verify a webhook request and apply its events.
-
-    Raises WebhookNotConfigured (no key), SignatureInvalid (nothing is read or changed; its
-    WebhookTooOld when signed too long ago) or PayloadInvalid (signed, but not a list of events).
-    """
-    verifier = verifier or WebhookVerifier.from_settings(settings)
-    verifier.verify(body, signature, timestamp, now=now)
-    return apply_events(settings, db, parse_events(body))
+    """Verify one webhook request and apply its events (see `WebhookReceiver.receive`)."""
+    receiver = WebhookReceiver(settings, environment, verifier)
+    return receiver.receive(db, body, signature, timestamp, now=now)
