@@ -28,7 +28,7 @@ from ..delivery import (
     send_proof,
 )
 from ..errors import ContentError, DeliveryError, NewsletterError
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 from . import pass_app
 from .editor import parse_topics
 
@@ -275,7 +275,7 @@ def send(app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, s
         result = run_send(prepared, observer=observer)
     except DeliveryError:
         issue_id = prepared.issue.id
-        if store.get_send(app.db, issue_id):
+        if ledger_rows.get_send(app.db, issue_id):
             print_report(out, build_report(app.db, issue_id))
         raise
     run = result.run
@@ -313,7 +313,7 @@ def _issue_id(settings, db, ref: str) -> str:
     try:
         return load_issue(settings, ref).id
     except ContentError:
-        if store.get_send(db, ref) or store.has_rows(db, ref):
+        if ledger_rows.get_send(db, ref) or ledger_rows.has_rows(db, ref):
             return ref
         raise
 

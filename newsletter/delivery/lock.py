@@ -14,7 +14,7 @@ import socket
 
 from ..errors import SendLocked
 from ..store import Database
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 
 STALE_AFTER = 3600.0  # seconds without a heartbeat after which any lock is abandoned
 
@@ -73,7 +73,7 @@ class SendLock:
         self.held = False
 
     def acquire(self) -> None:
-        holder = store.try_lock(
+        holder = ledger_rows.try_lock(
             self.db,
             self.issue_id,
             self.owner,
@@ -91,9 +91,9 @@ class SendLock:
 
     def heartbeat(self) -> bool:
         with self.db.transaction():
-            return store.heartbeat(self.db, self.issue_id, self.owner)
+            return ledger_rows.heartbeat(self.db, self.issue_id, self.owner)
 
     def release(self, state: str, last_error: str | None = None) -> None:
         if self.held:
-            store.release_lock(self.db, self.issue_id, self.owner, state, last_error)
+            ledger_rows.release_lock(self.db, self.issue_id, self.owner, state, last_error)
             self.held = False

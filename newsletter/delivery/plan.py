@@ -19,7 +19,7 @@ from ..content import Issue, Summary
 from ..errors import DeliveryError
 from ..render import select_summaries
 from ..store import Database
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 from ..store.subscribers import TopicChoice, decode_topics
 
 SKIP_NO_TOPICS = "no matching topics"
@@ -93,7 +93,7 @@ class PlanPreview:
         return sum(self.not_subscribed.values())
 
 
-def check_record(record: store.PlanRecord | None, issue: Issue) -> None:
+def check_record(record: ledger_rows.PlanRecord | None, issue: Issue) -> None:
     """A send in progress keeps the summary list it began with: refuse if the file changed."""
     if record is not None and list(record.summaries) != list(issue.summaries):
         raise DeliveryError(
@@ -108,11 +108,11 @@ def write_plan(db: Database, settings: Settings, issue: Issue, summaries: list[S
     Streams the subscribers; each page is one transaction, so a crash half-way keeps what was
     written and the next run completes it.
     """
-    record = store.get_plan(db, issue.id)
+    record = ledger_rows.get_plan(db, issue.id)
     check_record(record, issue)
     saved_keys: set[str] | None = None  # None: the record is not in the database yet
     if record is None:
-        record = store.PlanRecord(summaries=list(issue.summaries), segments={})
+        record = ledger_rows.PlanRecord(summaries=list(issue.summaries), segments={})
     else:
         saved_keys = set(record.segments)
     selector = Selector(settings, summaries)
@@ -127,18 +127,18 @@ def write_plan(db: Database, settings: Settings, issue: Issue, summaries: list[S
         with db.transaction():
             # The record of what each key means is written with the first rows that use it.
             if saved_keys is None or saved_keys != set(record.segments):
-                store.save_plan(db, issue.id, record)
+                ledger_rows.save_plan(db, issue.id, record)
                 saved_keys = set(record.segments)
             # In key order: the ledger is clustered by (issue, segment, subscriber), so sorted
             # inserts land on adjacent pages instead of one page per row.
             rows.sort(key=lambda row: row[1])
-            added += store.add_rows(db, issue.id, rows)
+            added += ledger_rows.add_rows(db, issue.id, rows)
         rows.clear()
 
     resuming = saved_keys is not None
-    for page in store.iter_subscribed(db, PLAN_PAGE):
+    for page in ledger_rows.iter_subscribed(db, PLAN_PAGE):
         # On a resumed send most rows exist: skip them rather than re-insert and ignore.
-        done = store.planned_ids(db, issue.id, page[0][0], page[-1][0]) if resuming else ()
+        done = ledger_rows.planned_ids(db, issue.id, page[0][0], page[-1][0]) if resuming else ()
         for subscriber_id, topics in page:
             if subscriber_id in done:
                 continue
@@ -149,9 +149,9 @@ def write_plan(db: Database, settings: Settings, issue: Issue, summaries: list[S
                 if ids:
                     record.segments.setdefault(key, list(ids))
             if ids:
-                rows.append((subscriber_id, key, store.PENDING, None))
+                rows.append((subscriber_id, key, ledger_rows.PENDING, None))
             else:
-                rows.append((subscriber_id, key, store.SKIPPED, SKIP_NO_TOPICS))
+                rows.append((subscriber_id, key, ledger_rows.SKIPPED, SKIP_NO_TOPICS))
         flush()
     return added
 
@@ -170,12 +170,12 @@ def preview_plan(
     Rows already in the ledger count as they stand (pending, failed and, with `retry_unknown`,
     unknown ones will be sent); subscribers without a row are planned in memory.
     """
-    record = store.get_plan(db, issue.id)
+    record = ledger_rows.get_plan(db, issue.id)
     check_record(record, issue)
     preview = PlanPreview(issue.id, backend, batch_size)
-    statuses = store.subscriber_counts(db)
+    statuses = ledger_rows.subscriber_counts(db)
     preview.not_subscribed = {k: v for k, v in statuses.items() if k != "subscribed" and v}
-    preview.existing = store.counts(db, issue.id)
+    preview.existing = ledger_rows.counts(db, issue.id)
     by_key: dict[str, SegmentPlan] = {}
 
     def segment(key: str, ids: tuple[str, ...]) -> SegmentPlan:
@@ -184,17 +184,19 @@ def preview_plan(
             plan = by_key[key] = SegmentPlan(key, ids)
         return plan
 
-    resend = {store.PENDING, store.FAILED} | ({store.UNKNOWN} if retry_unknown else set())
+    resend = {ledger_rows.PENDING, ledger_rows.FAILED} | (
+        {ledger_rows.UNKNOWN} if retry_unknown else set()
+    )
     if record is not None:
-        for key, states in store.segment_counts(db, issue.id).items():
+        for key, states in ledger_rows.segment_counts(db, issue.id).items():
             n = sum(count for state, count in states.items() if state in resend)
             if n and key in record.segments:
                 segment(key, tuple(record.segments[key])).recipients += n
 
     selector = Selector(settings, summaries)
     keys: dict[tuple[str, ...], str] = {}
-    for page in store.iter_subscribed(db, PLAN_PAGE):
-        done = store.planned_ids(db, issue.id, page[0][0], page[-1][0]) if record else set()
+    for page in ledger_rows.iter_subscribed(db, PLAN_PAGE):
+        done = ledger_rows.planned_ids(db, issue.id, page[0][0], page[-1][0]) if record else set()
         for subscriber_id, topics in page:
             if subscriber_id in done:
                 continue
@@ -204,7 +206,7 @@ def preview_plan(
                 segment(key, ids).recipients += 1
             else:
                 preview.skipped += 1
-    preview.skipped += preview.existing.get(store.SKIPPED, 0)
+    preview.skipped += preview.existing.get(ledger_rows.SKIPPED, 0)
     preview.segments = sorted(
         (s for s in by_key.values() if s.recipients),
         key=lambda s: (-s.recipients, s.summary_ids),

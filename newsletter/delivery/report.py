@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..store import Database
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 from ..store.events import DELIVERY_STATES  # written by the webhook handler
 from ..store.migrations import LEDGER_STATES
 
@@ -51,7 +51,7 @@ class SendReport:
     @property
     def open(self) -> int:
         """Rows that still need something done (pending, submitting, unknown, failed)."""
-        return sum(self.count(s) for s in store.OPEN_STATES)
+        return sum(self.count(s) for s in ledger_rows.OPEN_STATES)
 
     @property
     def complete(self) -> bool:
@@ -60,7 +60,7 @@ class SendReport:
 
 def build_report(db: Database, issue_id: str) -> SendReport:
     report = SendReport(issue_id)
-    send = store.get_send(db, issue_id)
+    send = ledger_rows.get_send(db, issue_id)
     if send:
         report.state = send["state"]
         report.backend = send["backend"]
@@ -70,26 +70,31 @@ def build_report(db: Database, issue_id: str) -> SendReport:
         report.schedule_id = send["batch_id"]
         report.last_error = send["last_error"]
         report.locked_by = send["lock_owner"]
-    report.counts = store.counts(db, issue_id)
-    report.delivery = store.delivery_counts(db, issue_id)
-    for state in (store.SKIPPED, store.FAILED, store.UNKNOWN, store.PENDING):
+    report.counts = ledger_rows.counts(db, issue_id)
+    report.delivery = ledger_rows.delivery_counts(db, issue_id)
+    for state in (
+        ledger_rows.SKIPPED,
+        ledger_rows.FAILED,
+        ledger_rows.UNKNOWN,
+        ledger_rows.PENDING,
+    ):
         if report.count(state):
-            report.reasons[state] = store.reasons(db, issue_id, state)
-    plan = store.get_plan(db, issue_id)
+            report.reasons[state] = ledger_rows.reasons(db, issue_id, state)
+    plan = ledger_rows.get_plan(db, issue_id)
     meaning = plan.segments if plan else {}
-    for key, counts in sorted(store.segment_counts(db, issue_id).items()):
+    for key, counts in sorted(ledger_rows.segment_counts(db, issue_id).items()):
         if key:  # the empty key holds those with no matching topics
             report.segments.append(SegmentReport(key, tuple(meaning.get(key, ())), counts))
     report.segments.sort(key=lambda s: -sum(s.counts.values()))
     if report.total:
-        report.not_planned = store.unplanned_counts(db, issue_id)
+        report.not_planned = ledger_rows.unplanned_counts(db, issue_id)
     return report
 
 
-def list_entries(db: Database, issue_id: str, state: str) -> Iterator[store.LedgerEntry]:
+def list_entries(db: Database, issue_id: str, state: str) -> Iterator[ledger_rows.LedgerEntry]:
     """Rows in a ledger state, or with a webhook delivery outcome (`delivered`, `bounced`...)."""
     if state in DELIVERY_STATES:
-        return store.iter_entries(db, issue_id, delivery=state)
+        return ledger_rows.iter_entries(db, issue_id, delivery=state)
     if state not in LEDGER_STATES:
         raise ValueError(f"unknown state {state!r}")
-    return store.iter_entries(db, issue_id, state=state)
+    return ledger_rows.iter_entries(db, issue_id, state=state)

@@ -3,7 +3,7 @@ nothing is delivered, so nothing is recorded either: the ledger and the lock are
 
 from __future__ import annotations
 
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 from ..store.subscribers import iter_subscribers
 from .batch import Batch, Recipient
 from .deliver import deliver_with_retries, open_backend
@@ -16,7 +16,7 @@ def sandbox_send(run: SendRun) -> SendResult:
     backend, observer, stats, issue = run.backend, run.observer, run.stats, run.issue
     selector = Selector(run.settings, run.prepared.summaries)
     buffers: dict[tuple[str, ...], list[Recipient]] = {}
-    total = store.subscriber_counts(run.db).get("subscribed", 0)
+    total = ledger_rows.subscriber_counts(run.db).get("subscribed", 0)
     observer.started(total, -(-total // backend.max_batch))
     send_at = int(run.prepared.when.timestamp()) if run.prepared.when else None
     number = 0

@@ -17,7 +17,7 @@ from ..clock import utc_text
 from ..config import Settings
 from ..errors import DeliveryError
 from ..store import Database
-from ..store import ledger as store
+from ..store import ledger as ledger_rows
 from .batch import Batch, BatchResult
 from .deliver import Outcome, deliver_with_retries, open_backend, stop_error
 from .lock import STALE_AFTER, SendLock
@@ -69,7 +69,7 @@ def run_send(
     if prepared.sandbox:
         return sandbox_send(run)
     db, issue, observer = run.db, run.issue, run.observer
-    existing = store.get_send(db, issue.id)
+    existing = ledger_rows.get_send(db, issue.id)
     if existing and existing["state"] == "sent":
         raise DeliveryError(
             f"issue {issue.id} was sent in full ({existing['finished_at']}); "
@@ -80,7 +80,7 @@ def run_send(
     job = ListSend(run, lock)
     error: BaseException | None = None
     try:
-        with store.bulk_writes(db):
+        with ledger_rows.bulk_writes(db):
             job.recover_and_plan()
             job.send_batches()
     except BaseException as exc:
@@ -118,8 +118,8 @@ class ListSend:
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         self.send_at, self.schedule_id = _schedule(db, issue_id, run.backend, run.prepared.when)
-        stats.recovered = store.move_state(
-            db, issue_id, store.SUBMITTING, store.UNKNOWN, RECOVERED_REASON
+        stats.recovered = ledger_rows.move_state(
+            db, issue_id, ledger_rows.SUBMITTING, ledger_rows.UNKNOWN, RECOVERED_REASON
         )
         if stats.recovered:
             run.observer.warn(
@@ -128,11 +128,13 @@ class ListSend:
                 "resent without --retry-unknown"
             )
         if run.prepared.retry_unknown:
-            stats.retried_unknown = store.move_state(
-                db, issue_id, store.UNKNOWN, store.PENDING, None
+            stats.retried_unknown = ledger_rows.move_state(
+                db, issue_id, ledger_rows.UNKNOWN, ledger_rows.PENDING, None
             )
         # Failed rows were surely not accepted (a refused payload or recipient): try them again.
-        stats.retried_failed = store.move_state(db, issue_id, store.FAILED, store.PENDING, None)
+        stats.retried_failed = ledger_rows.move_state(
+            db, issue_id, ledger_rows.FAILED, ledger_rows.PENDING, None
+        )
         pre_send_steps(run)
         start = stats.timed("prepare", start)
         stats.planned = write_plan(db, run.settings, run.issue, run.prepared.summaries)
@@ -141,8 +143,8 @@ class ListSend:
     def send_batches(self) -> None:
         """Open the backend, then claim, deliver and record batch after batch, segment by segment."""
         run, db, issue_id, backend = self.run, self.run.db, self.run.issue.id, self.run.backend
-        plan = store.get_plan(db, issue_id)
-        segments = store.pending_segments(db, issue_id)
+        plan = ledger_rows.get_plan(db, issue_id)
+        segments = ledger_rows.pending_segments(db, issue_id)
         run.observer.started(
             sum(n for _, n in segments), sum(-(-n // backend.max_batch) for _, n in segments)
         )
@@ -152,7 +154,7 @@ class ListSend:
         open_backend(backend, run.retry, run.sleep, run.observer)  # before claiming anyone
         run.observer.recorded(0)
         try:
-            batch_no = store.next_batch_no(db, issue_id)
+            batch_no = ledger_rows.next_batch_no(db, issue_id)
             for key, _count in segments:
                 while self._one_batch(key, plan.segments[key], batch_no):
                     batch_no += 1
@@ -164,7 +166,7 @@ class ListSend:
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         while True:
-            claimed = store.claim(
+            claimed = ledger_rows.claim(
                 db, issue_id, key, run.backend.max_batch, batch_no, self.lock.owner
             )
             if claimed is None:
@@ -213,9 +215,9 @@ class ListSend:
 
         def checkpoint(result: BatchResult) -> None:
             """Before waiting to retry: record what was accepted, count the coming attempt."""
-            store.record(db, issue_id, sent=result.sent, failed=result.failed)
+            ledger_rows.record(db, issue_id, sent=result.sent, failed=result.failed)
             done = outcome.sent.keys() | outcome.failed.keys()
-            store.add_attempt(db, issue_id, [k for k in keys if k not in done])
+            ledger_rows.add_attempt(db, issue_id, [k for k in keys if k not in done])
             self.lock.heartbeat()  # a long wait must not look like an abandoned lock
 
         start = time.perf_counter()
@@ -235,18 +237,20 @@ class ListSend:
             # in flight.
             done = outcome.sent.keys() | outcome.failed.keys()
             pending = [k for k in keys if k not in done]
-            store.record(db, issue_id, sent=outcome.sent, failed=outcome.failed, pending=pending)
+            ledger_rows.record(
+                db, issue_id, sent=outcome.sent, failed=outcome.failed, pending=pending
+            )
             raise
         start = run.stats.timed("request", start)
         provider_ids = set(outcome.sent.values())
         whole = len(outcome.sent) == len(batch.recipients) and len(provider_ids) == 1
         if whole and outcome.error is None:
             # The common case with SendGrid: one statement for the batch instead of one a row.
-            store.record_batch_sent(
+            ledger_rows.record_batch_sent(
                 db, issue_id, segment, list(outcome.sent), batch.number, provider_ids.pop()
             )
         else:
-            store.record(
+            ledger_rows.record(
                 db,
                 issue_id,
                 sent=outcome.sent,
@@ -260,7 +264,7 @@ class ListSend:
 
 def _schedule(db, issue_id, backend, when) -> tuple[int | None, str | None]:
     """send_at and SendGrid batch id for this run: a new schedule, or the one already begun."""
-    row = store.get_send(db, issue_id) or {}
+    row = ledger_rows.get_send(db, issue_id) or {}
     stored_at, stored_id = row.get("send_at"), row.get("batch_id")
     if when is not None:
         if stored_at and stored_at != utc_text(when):
@@ -270,7 +274,7 @@ def _schedule(db, issue_id, backend, when) -> tuple[int | None, str | None]:
         if not stored_at:
             stored_id = backend.create_schedule_id()
             stored_at = utc_text(when)
-            store.set_schedule(db, issue_id, stored_at, stored_id)
+            ledger_rows.set_schedule(db, issue_id, stored_at, stored_id)
     if not stored_at:
         return None, None
     if not backend.supports_send_at:
