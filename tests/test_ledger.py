@@ -24,6 +24,7 @@ from newsletter.delivery import (
 )
 from newsletter.delivery import plan as planning
 from newsletter.delivery.lock import abandoned
+from newsletter.delivery.message import Personalizer
 from newsletter.errors import (
     AuthenticationError,
     CheckFailed,
@@ -33,7 +34,9 @@ from newsletter.errors import (
 )
 from newsletter.store import Database
 from newsletter.store import ledger as store
-from newsletter.store.subscribers import get_row_by_email, write_status
+from newsletter.store.events import record_delivery
+from newsletter.store.subscribers import get_row_by_email, iter_subscribers, write_status
+from newsletter.tokens import LinkSigner
 from tests.support.delivery import (
     ELIGIBLE,
     ISSUE,
@@ -508,3 +511,55 @@ def test_a_row_recorded_as_sent_shows_no_failure_reason(settings, db):
     sent = {e.subscriber_id: e for e in list_entries(db, ISSUE, "sent")}
     assert sorted(sent) == sorted(ids)
     assert [sent[i].reason for i in ids] == [None, None]
+
+
+def test_each_recipient_gets_their_own_address_name_topics_and_links(settings, db):
+    backend = ScriptedBackend(max_batch=3)
+    send(settings, db, backend)
+
+    signer = LinkSigner("k" * 40)  # the fixture's NEWSLETTER_SECRET_KEY
+    phrases = Personalizer(settings, signer)
+    people = {s.id: s for s in iter_subscribers(db, "subscribed")}
+    links = {
+        purpose: f"{settings.preferences_base}/{purpose}/"
+        for purpose in ("preferences", "unsubscribe")
+    }
+    got = [r for batch in backend.batches for r in batch.recipients]
+    assert sorted(emails(db, [r.subscriber_id for r in got])) == sorted(EVERYONE)
+    for r in got:
+        person = people[r.subscriber_id]
+        assert (r.email, r.name) == (person.email, person.name)
+        assert r.values["topics"] == phrases.topics(person.topics)
+        for purpose, prefix in links.items():
+            url = r.values[f"{purpose}_url"]
+            assert url.startswith(prefix)
+            assert signer.verify(url.removeprefix(prefix), purpose) == person.id
+
+
+def test_the_report_counts_and_lists_what_the_webhooks_said(settings, db):
+    send(settings, db, ScriptedBackend())
+    sent = list(list_entries(db, ISSUE, "sent"))  # by address
+    outcomes = {sent[0].subscriber_id: "delivered", sent[1].subscriber_id: "delivered"}
+    outcomes[sent[2].subscriber_id] = "bounced"
+    with db.transaction():
+        for subscriber_id, outcome in outcomes.items():
+            assert record_delivery(db, ISSUE, subscriber_id, outcome, store_now())
+
+    assert build_report(db, ISSUE).delivery == {"delivered": 2, "bounced": 1}
+    delivered = [e.email for e in list_entries(db, ISSUE, "delivered")]
+    assert delivered == [sent[0].email, sent[1].email]
+    assert [e.email for e in list_entries(db, ISSUE, "bounced")] == [sent[2].email]
+    assert [e.email for e in list_entries(db, ISSUE, "dropped")] == []
+
+
+def test_report_lists_every_row_past_the_first_page(settings, db):
+    from newsletter.delivery import write_plan
+    from tests.support.delivery import issue_summaries
+
+    add_many(db, 1000, start=5)  # 1,012 to send, more than one page of 1,000
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+
+    listed = [e.email for e in list_entries(db, ISSUE, "pending")]
+    assert len(listed) == len(set(listed)) == 1012
+    assert listed == sorted(listed)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.delivery import SendRefused, preview_plan, segment_key, send_issue, write_plan
+from newsletter.delivery import (
+    OutcomeUnknown,
+    SendRefused,
+    preview_plan,
+    segment_key,
+    send_issue,
+    write_plan,
+)
 from newsletter.delivery import plan as planning
 from newsletter.errors import DeliveryError
 from newsletter.render import Renderer, select_summaries
@@ -228,7 +235,11 @@ def test_someone_with_a_new_topic_choice_who_joins_while_a_send_is_stopped_gets_
     assert len(got) == 3  # the new reader and the two "all" readers the first run left
 
 
-def test_a_dry_run_of_a_resumed_send_counts_every_skipped_reader_once(settings, db, run):
+def test_a_dry_run_of_a_resumed_send_counts_every_skipped_reader_once(
+    settings, db, run, monkeypatch
+):
+    monkeypatch.setattr(planning, "PLAN_PAGE", 3)  # pages end on planned and unplanned readers
+
     def retired(*numbers):  # readers whose only topic the settings no longer name
         return [(f"old{n}@example.org", "", ["retired-topic"], "subscribed") for n in numbers]
 
@@ -243,7 +254,39 @@ def test_a_dry_run_of_a_resumed_send_counts_every_skipped_reader_once(settings, 
 
     assert preview.skipped == 2 + 3  # planned skipped rows and the unplanned ones, each once
     assert preview.recipients == 3 + 2
+    assert [s.key for s in preview.segments] == [segment_key(summaries_for(settings, "all"))]
     assert preview.existing == {"pending": 3, "skipped": 2}
     out = run("send", ISSUE, "--dry-run").stdout
+    assert "Plan for issue 2026-12 (outbox)" in out
     assert "skipped (no matching topics): 5" in out
     assert "recipients: 5 in 1 segments" in out
+
+
+def test_a_dry_run_counts_unknown_recipients_only_with_retry_unknown(
+    settings, db, run, monkeypatch
+):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    add_many(db, 9)  # one segment: batches of 3
+    backend = ScriptedBackend([None, OutcomeUnknown("no answer within 30 s")], max_batch=3)
+    with pytest.raises(OutcomeUnknown):
+        send_issue(settings, db, ISSUE, backend=backend, sleep=lambda s: None)
+    assert store.counts(db, ISSUE) == {"sent": 3, "unknown": 3, "pending": 3}
+    issue, summaries = issue_summaries(settings)
+
+    assert preview_plan(db, settings, issue, summaries, "outbox", 3).recipients == 3
+    assert "recipients: 3 in 1 segments" in run("send", ISSUE, "--dry-run").stdout
+    with_unknown = run("send", ISSUE, "--dry-run", "--retry-unknown").stdout
+    assert "recipients: 6 in 1 segments" in with_unknown
+
+
+def test_a_dry_run_refuses_an_issue_edited_after_its_send_began(settings, db, run, workspace):
+    add_many(db, 3)
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    path = workspace / "issues" / f"{ISSUE}.yaml"
+    path.write_text(path.read_text().replace("- gut-bacteria-disease-activity\n", ""))
+
+    result = run("send", ISSUE, "--dry-run")
+
+    assert result.exit_code == 1
+    assert "was edited after its send began" in result.stderr
