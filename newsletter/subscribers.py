@@ -30,6 +30,7 @@ from email_validator import EmailNotValidError, validate_email
 from . import status_rules as rules
 from .config import Settings, display_path
 from .errors import ImportRefused, SubscriberError
+from .signup import consent
 from .store import Database, now
 from .store import subscribers as store
 from .store.migrations import SUBSCRIBER_STATUSES
@@ -472,6 +473,7 @@ def import_csv(
                         _plan_row(staged, batch, result, resubscribe, reason)
                     if not dry_run:
                         rules.write_import(db, batch, at)
+                        consent.record_import(db, batch, path, at)
                     done += len(page)
                     if on_batch is not None:
                         on_batch(done, total)

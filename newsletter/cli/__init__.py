@@ -80,11 +80,13 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from . import archive, editor, sending, subscribers, summaries, web
+    from . import archive, editor, sending, signup, subscribers, summaries, web
 
-    for module in (editor, sending, subscribers, summaries, web, archive):
+    for module in (editor, sending, subscribers, summaries, web, archive, signup):
         for command in module.COMMANDS:
             cli.add_command(command)
+    for command in signup.SUBSCRIBERS_COMMANDS:
+        subscribers.subscribers.add_command(command)
 
 
 _register()

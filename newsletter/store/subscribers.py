@@ -22,7 +22,7 @@ from . import Database, now
 
 ALL = "all"
 TopicChoice = frozenset[str] | Literal["all"]
-Source = Literal["import", "cli", "web", "sendgrid"]
+Source = Literal["import", "cli", "web", "sendgrid", "signup"]
 
 _COLUMNS = (
     "id, email, name, topics, status, created_at, updated_at, "

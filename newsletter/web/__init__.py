@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..config import Settings, secret_key
 from ..errors import NewsletterError, TokenError
+from ..signup import Clock, system_clock
 from ..store import Database
 from ..store import subscribers as store_subscribers
 from ..store.subscribers import ALL, Subscriber
@@ -54,9 +55,13 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024  # SendGrid's webhook batches are far smalle
 ONE_CLICK_BODY = ("List-Unsubscribe", "One-Click")
 
 
-def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
-    """The web app; raises ConfigError when NEWSLETTER_SECRET_KEY is not set."""
-    signer = LinkSigner(secret_key(required=True))
+def create_app(
+    settings: Settings, db_path: str | Path | None = None, now: Clock = system_clock
+) -> Flask:
+    """The web app; raises ConfigError when NEWSLETTER_SECRET_KEY is not set. `now` is the
+    clock of the signup's time limits."""
+    secret = secret_key(required=True)
+    signer = LinkSigner(secret)
     env = make_environment(settings.paths.templates)
     database = Path(db_path) if db_path is not None else settings.paths.database
     contact = str(settings.reply_to or settings.sender.email)
@@ -133,10 +138,25 @@ def create_app(settings: Settings, db_path: str | Path | None = None) -> Flask:
             "saved_topics": None,
             "resubscribed": False,
             "error": None,
+            "confirmed": request.args.get("confirmed") == "1",  # arriving from a signup
             **links(subscriber),
         }
         context.update(extra)
         return page("preferences", http_status, **context)
+
+    if settings.signup.enabled:
+        from .signup import install_signup
+
+        install_signup(
+            app,
+            settings=settings,
+            secret=secret,
+            signer=signer,
+            database=database,
+            page=page,
+            db=db,
+            now=now,
+        )
 
     # --- Errors ---------------------------------------------------------------------------
 
