@@ -58,17 +58,9 @@ def record_import(db: Database, batch: ImportBatch, file: str | os.PathLike, at:
     """One row per address a page of an import added as subscribed or made subscribed again,
     with its source `import: FILE`. Joins the import's transaction, after the batch is written."""
     source = IMPORT_PREFIX + display_path(Path(file))
-    added = [(email, topics) for email, _, topics, status, _ in batch.new if status == SUBSCRIBED]
-    returned = [sid for sid, _, new, _ in batch.statuses if new == SUBSCRIBED]
-    with db.transaction():
-        store.add(
-            db,
-            (
-                Consent(None, email, source, None, at, None, None, None, None, None, None, topics)
-                for email, topics in added
-            ),
-        )
-        store.add_for_subscribers(db, returned, source, at)
+    added = ((email, topics) for email, _, topics, status, _ in batch.new if status == SUBSCRIBED)
+    returned = (sid for sid, _, new, _ in batch.statuses if new == SUBSCRIBED)
+    store.add_imported(db, added, returned, source, at)
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,17 @@ def add(db: Database, consents: Iterable[Consent]) -> None:
         db.conn.executemany(_INSERT, ([getattr(c, n) for n in COLUMNS[1:]] for c in consents))
 
 
-def add_for_subscribers(db: Database, ids: Iterable[int], source: str, at: str) -> None:
-    """Append a row for each subscriber by id, with their address and topics as they are now
-    and nothing else but the source and time (an admin's import). Joins the caller's transaction."""
+def add_imported(
+    db: Database, added: Iterable[tuple[str, str]], ids: Iterable[int], source: str, at: str
+) -> None:
+    """An admin's import: a row for each (address, topics) `added`, and for each subscriber id
+    in `ids` with their address and topics as they are now; nothing else but the source and
+    the time. Joins the caller's transaction."""
     with db.transaction():
+        db.conn.executemany(
+            "INSERT INTO consents (email, source, confirmed_at, topics) VALUES (?, ?, ?, ?)",
+            ((email, source, at, topics) for email, topics in added),
+        )
         db.conn.executemany(
             "INSERT INTO consents (email, source, confirmed_at, topics) "
             "SELECT email, ?, ?, topics FROM subscribers WHERE id = ?",

@@ -207,7 +207,11 @@ def install_signup(
     def confirm(token: str):
         request.max_content_length = MAX_SIGNUP_BYTES
         moment = now()
-        purge_now_and_then(moment)
+        response = confirm_now(token, moment)
+        purge_now_and_then(moment)  # after: an expired link is told so, not "unknown"
+        return response
+
+    def confirm_now(token: str, moment: dt.datetime) -> Response:
         try:
             done = signups.confirm(db(), settings, token, moment)
         except signups.LinkNotUsable as exc:
