@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from newsletter.config import load_settings
 from newsletter.store import subscribers as store
-from tests.conftest import TEST_SECRET
+from tests.conftest import REPO, TEST_SECRET
 from tests.support.browser import readability_problems, serving_directory
 from tests.support.delivery import free_port, titles_for, titles_in
 from tests.support.signup import (
@@ -38,7 +38,8 @@ PHONE = {"width": 375, "height": 800}
 
 @pytest.fixture
 def screenshots(tmp_path) -> Path:
-    folder = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+    # Relative to the repository: the `run` fixture moves the current folder.
+    folder = REPO / os.environ["SCREENSHOTS_DIR"] if "SCREENSHOTS_DIR" in os.environ else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
