@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import display_path
+from ..errors import NewsletterError
 from . import pass_app
 
 
@@ -39,7 +40,10 @@ def signup_form(app, form_id: str, output: Path | None) -> None:
     if output is None:
         click.echo(snippet.html, nl=False)
     else:
-        output.write_text(snippet.html, encoding="utf-8")
+        try:
+            output.write_text(snippet.html, encoding="utf-8")
+        except OSError as exc:
+            raise NewsletterError(f"{display_path(output)}: cannot write: {exc.strerror}") from None
         click.echo(f"Wrote the signup form to {display_path(output)}", err=True)
     for warning in snippet.warnings:
         click.echo(f"warning: {warning}", err=True)

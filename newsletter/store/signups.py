@@ -152,11 +152,3 @@ def purge(db: Database, now: str, mailed_before: str, attempts_before: str) -> P
             "DELETE FROM signup_attempts WHERE at <= ?", (attempts_before,)
         ).rowcount
     return Purged(signups, mailed, attempts)
-
-
-def counts(db: Database) -> dict[str, int]:
-    """Rows in each of the signup tables (for reports and tests)."""
-    return {
-        table: db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        for table in ("signups", "signup_mailed", "signup_attempts")
-    }
