@@ -532,3 +532,14 @@ def test_no_get_changes_the_database(client, clock, signup_app, db, workspace):
         for method in ("GET", "HEAD"):
             assert client.open(path, method=method).status_code == status, (method, path)
     assert dump(db) == before
+
+
+def test_signup_form_writes_a_file_or_names_why_not(run, workspace):
+    result = run("signup-form", "-o", "form.html")
+    assert result.exit_code == 0
+    assert (workspace / "form.html").read_text().startswith('<form class="nl-signup"')
+    assert "Wrote the signup form to form.html" in result.stderr
+    result = run("signup-form", "-o", "missing/form.html")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: missing/form.html: cannot write:")
+    assert "Traceback" not in result.output
