@@ -89,7 +89,7 @@ class SignupEmails:
         self.signer = signer
         self.env = make_environment(settings.paths.templates)
 
-    def _render(self, kind: str, to: str, subject: str, **context) -> tuple[str, str]:
+    def _render(self, kind: str, subject: str, **context) -> tuple[str, str]:
         context = {"settings": self.settings, "subject": subject, "width": TEXT_WIDTH, **context}
         text = render_template(self.env, f"email/signup-{kind}.txt.j2", **context)
         name = f"email/signup-{kind}.mjml.j2"
@@ -97,17 +97,15 @@ class SignupEmails:
         return tidy_text(text), html
 
     def _topics(self, topics: TopicChoice) -> str:
-        known = self.settings.topic_slugs
-        return topics_phrase(
-            self.settings, "all" if topics == "all" else sorted(topics, key=known.index)
-        )
+        """The chosen topics' labels in the settings' order (topics no longer there left out)."""
+        chosen = [slug for slug in self.settings.topic_slugs if topics == "all" or slug in topics]
+        return topics_phrase(self.settings, "all" if topics == "all" or not chosen else chosen)
 
     def confirmation(self, mailing: Mailing) -> OneEmail:
         s = self.settings
         subject = f"Please confirm your subscription to {s.name}"
         text, html = self._render(
             "confirm",
-            mailing.email,
             subject,
             confirm_url=f"{s.preferences_base}/confirm/{mailing.token}",
             topics=self._topics(mailing.topics),
@@ -121,7 +119,6 @@ class SignupEmails:
         subject = f"You are already subscribed to {s.name}"
         text, html = self._render(
             "already",
-            subscriber.email,
             subject,
             preferences_url=preferences_url(s.preferences_base, self.signer, subscriber.id),
         )
@@ -133,7 +130,6 @@ class SignupEmails:
         unsubscribe = unsubscribe_url(s.preferences_base, self.signer, subscriber.id)
         text, html = self._render(
             "welcome",
-            subscriber.email,
             subject,
             topics=self._topics(subscriber.topics),
             preferences_url=preferences_url(s.preferences_base, self.signer, subscriber.id),
