@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    IPvAnyNetwork,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -172,10 +174,42 @@ class Paths(Strict):
     pull_state: Path = Path("pull-state.json")  # what `summaries pull` has pulled (commit it)
 
 
+DEFAULT_CONSENT_TEXT = (
+    "Yes, please email me this newsletter about the topics I ticked. I can unsubscribe at any "
+    "time with the link in every email."
+)
+
+
+def _origin(text: str) -> str:
+    """An origin as browsers send it: `scheme://host[:port]`, lower case, nothing after."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an origin like https://www.example.org")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(
+            f"{text!r} is not an origin: give only the scheme and host (https://www.example.org)"
+        )
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
 class SignupSettings(Strict):
     # Whether `newsletter serve` offers the signup page (`<preferences_url>/subscribe`); the
     # archive links to it only then.
     enabled: bool = False
+    # The rest is read by `newsletter.signup` (double opt-in, limits, the consent record).
+    consent_text: OneLine = DEFAULT_CONSENT_TEXT  # the sentence the form shows; kept by its hash
+    consent_version: OneLine = "1"  # change it whenever the sentence changes
+    confirm_hours: int = Field(48, ge=1, le=24 * 14)  # how long a confirmation link works
+    min_fill_seconds: float = Field(3.0, ge=0, le=600)  # a form sent sooner is a robot's
+    per_ip_per_hour: int = Field(5, ge=1, le=10000)  # signups one client address may make
+    # Proxies whose X-Forwarded-For is believed (the client is the last address before them).
+    trusted_proxies: list[IPvAnyNetwork] = []
+    # Other sites whose pages may hold the form (`newsletter signup-form`): `https://host[:port]`.
+    allowed_origins: list[Annotated[str, AfterValidator(_origin)]] = []
+    record_ip: Literal["full", "truncated", "none"] = "truncated"  # in the consent record
+    welcome_email: bool = False  # a welcome email after the confirmation
+    welcome_latest_issue: bool = True  # …listing the latest sent issue's summaries for them
 
 
 class Settings(Strict):
@@ -188,6 +222,7 @@ class Settings(Strict):
     # Public base URL of the archive (`newsletter archive build`); issue pages are
     # `<archive_url>/<issue-id>/`, and every email's "View in your browser" link points there.
     archive_url: BaseUrl | None = None
+    privacy_url: AnyHttpUrl | None = None  # the privacy notice; the signup form links to it
     signup: SignupSettings = SignupSettings()
     topics: list[Topic] = Field(min_length=1)
     max_summaries: int = Field(8, ge=1, le=50)
@@ -217,6 +252,14 @@ class Settings(Strict):
             raise ValueError(
                 f"source.topics maps to unknown topic {', '.join(map(repr, unknown))} "
                 f"(known topics: {', '.join(self.topic_slugs)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _signup_needs_privacy_notice(self) -> Settings:
+        if self.signup.enabled and self.privacy_url is None:
+            raise ValueError(
+                "signup.enabled needs privacy_url: the signup form links to the privacy notice"
             )
         return self
 

@@ -226,11 +226,14 @@ def test_only_changed_files_are_rewritten_and_gone_pages_removed(run, two_sent, 
 
 
 def test_subscribe_link_only_when_signup_is_offered(run, two_sent, settings):
+    config = two_sent / "newsletter.yaml"
+    offered = config.read_text()
+    assert "signup:\n  enabled: true\n" in offered  # the example offers it
+    config.write_text(offered.replace("signup:\n  enabled: true\n", "signup:\n  enabled: false\n"))
     build(run)
     site = two_sent / "site"
     assert "Subscribe" not in read(site, "index.html")
-    config = two_sent / "newsletter.yaml"
-    config.write_text(config.read_text() + "signup:\n  enabled: true\n")
+    config.write_text(offered)
     build(run)
     link = f'href="{settings.preferences_base}/subscribe">Subscribe</a>'
     for name in ("index.html", f"{ISSUE}/index.html", "topics/genetics/index.html"):

@@ -1,6 +1,6 @@
 """The built archive as a whole: every internal link and anchor resolves, the only external links
-are the summaries' own, the Atom feed parses (feedparser) with the elements RFC 4287 requires, and
-the sitemap lists every page."""
+are the summaries' own (and the signup page), the Atom feed parses (feedparser) with the elements
+RFC 4287 requires, and the sitemap lists every page."""
 
 from __future__ import annotations
 
@@ -77,7 +77,10 @@ def test_every_link_and_anchor_resolves(site, settings):
                 assert fragment in ids, f"{path}: {href}: no id {fragment!r} there"
             checked += 1
     assert checked > 200
-    # The only links out of the archive are the summaries' own pages and papers.
+    # The only links out of the archive are the summaries' own pages and papers, and the signup
+    # page (the example offers signup).
+    assert settings.signup.enabled
+    own_urls.add(f"{settings.preferences_base}/subscribe")
     assert external and external <= own_urls, external - own_urls
     # Every summary that was sent is reachable from the index, at its anchor.
     index = pages["index.html"]

@@ -52,6 +52,24 @@ def _edit(workspace, old: str, new: str):
         ("  - slug: genetics", "  - slug: Genetics!", "field 'topics.4.slug'"),
         ("  - slug: genetics", "  - slug: gut-microbiome", "listed twice"),
         ("  backend: outbox", "  backend: carrier-pigeon", "field 'delivery.backend'"),
+        (
+            "  allowed_origins: []",
+            "  allowed_origins: [https://www.example.org/news]",
+            "field 'signup.allowed_origins.0': 'https://www.example.org/news' is not an origin",
+        ),
+        (
+            "  allowed_origins: []",
+            "  allowed_origins: [www.example.org]",
+            "field 'signup.allowed_origins.0'",
+        ),
+        ("  trusted_proxies: []", "  trusted_proxies: [proxy.local]", "'signup.trusted_proxies.0'"),
+        ("  record_ip: truncated", "  record_ip: partly", "field 'signup.record_ip'"),
+        ("  confirm_hours: 48", "  confirm_hours: 0", "field 'signup.confirm_hours'"),
+        (
+            "privacy_url: https://ms-research.example.org/privacy/\n",
+            "",
+            "signup.enabled needs privacy_url: the signup form links to the privacy notice",
+        ),
     ],
 )
 def test_bad_settings_name_file_and_field(workspace, old, new, expected):

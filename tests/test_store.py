@@ -247,3 +247,58 @@ def test_ledger_rows_survive_the_move_to_a_segment_clustered_ledger(tmp_path, mo
                 "VALUES ('2026-12', ?, 'other', 'pending', 'now')",
                 (ana.id,),
             )
+
+
+def test_a_database_before_signup_upgrades_and_keeps_every_row(tmp_path, monkeypatch):
+    """Version 3 rebuilds `subscribers` (so `signup` may be a status source) under tables that
+    reference it: every subscriber, history row and ledger row survives, with its id, and the
+    foreign keys still hold."""
+    import newsletter.store as store_package
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(store_package, "MIGRATIONS", MIGRATIONS[:2])
+    with Database(path) as old:
+        assert old.schema_version() == 2
+        ana = store.insert(old, "ana@example.org", name="Ana", topics={"genetics"})
+        bo = store.insert(old, "bo@example.org", status="bounced", source="sendgrid")
+        store.write_status(old, ana.id, "unsubscribed", "web", "one-click unsubscribe")
+        with old.transaction():
+            old.conn.execute(
+                "INSERT INTO ledger (issue_id, subscriber_id, segment, state, updated_at) "
+                "VALUES ('2026-12', ?, 'a', 'sent', 'now')",
+                (bo.id,),
+            )
+        before = {
+            table: [tuple(r) for r in old.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+            for table in ("subscribers", "history", "ledger")
+        }
+    monkeypatch.setattr(store_package, "MIGRATIONS", MIGRATIONS)
+    with Database(path) as new:
+        assert new.schema_version() == len(MIGRATIONS) == 3
+        for table, rows in before.items():
+            assert [
+                tuple(r) for r in new.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+            ] == rows
+        assert new.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert new.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {r[1] for r in new.conn.execute("PRAGMA index_list(subscribers)")}
+        assert "subscribers_by_status" in indexes
+        assert store.write_status(new, ana.id, "subscribed", "signup", "confirmed")
+        assert store.get_row(new, ana.id).status_source == "signup"
+        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+            new.conn.execute(
+                "INSERT INTO history (subscriber_id, at, field, source) "
+                "VALUES (999, 'x', 'name', 'cli')"
+            )
+        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+            new.conn.execute("UPDATE subscribers SET status_source = 'elsewhere'")
+        tables = {
+            r[0] for r in new.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        assert {
+            "signups",
+            "signup_mailed",
+            "signup_attempts",
+            "consents",
+            "consent_texts",
+        } <= tables

@@ -103,12 +103,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": ("sending", "Send the issue (or a proof); resumable: run it again to continue."),
     "serve": (
         "web",
-        "Serve the preference centre, one-click unsubscribe and the SendGrid webhook.",
+        "Serve the preference centre, one-click unsubscribe, the SendGrid webhook and (when "
+        "signup.enabled) the signup form.",
     ),
     "subscribers": (
         "subscribers",
         "Manage subscribers: import, export, add, change, list, stats, history.",
     ),
+    "signup-form": ("signup", "Print the signup form as HTML to paste into another site's page."),
     "summaries": ("summaries", "Summaries: pull the newly published ones from the site."),
     "suppressions": (
         "web",

@@ -301,3 +301,14 @@ def history(app, email: str) -> None:
 
 
 COMMANDS = [subscribers]
+
+
+def _add_signup_commands() -> None:
+    """`subscribers consent` and `subscribers purge-pending` live with the signup commands."""
+    from .signup import SUBSCRIBERS_COMMANDS
+
+    for command in SUBSCRIBERS_COMMANDS:
+        subscribers.add_command(command)
+
+
+_add_signup_commands()

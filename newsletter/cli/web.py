@@ -13,7 +13,8 @@ from . import pass_app
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @pass_app
 def serve(app, host, port):
-    """Serve the preference centre, one-click unsubscribe and the SendGrid webhook."""
+    """Serve the preference centre, one-click unsubscribe, the SendGrid webhook and (when
+    signup.enabled) the signup form."""
     from ..web import create_app, run_server
 
     try:

@@ -104,17 +104,24 @@ class Database:
                 f"{self.path}: database schema version {version} is newer than this tool knows "
                 f"({len(MIGRATIONS)}); upgrade the newsletter package"
             )
+        # A migration may rebuild a table that others reference (SQLite's way to change a
+        # constraint): foreign keys are off while it runs and checked before it commits. (When
+        # one fails, `__init__` fails too: this connection is never used with them off.)
+        self.conn.execute("PRAGMA foreign_keys = OFF")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             # executescript() would commit on its own; run statement by statement inside BEGIN.
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _split_sql(script):
                     self.conn.execute(statement)
+                if self.conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise NewsletterError(f"{self.path}: migration {number} broke a foreign key")
                 self.conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+        self.conn.execute("PRAGMA foreign_keys = ON")
         return len(MIGRATIONS)
 
     # Transactions ------------------------------------------------------------------------------

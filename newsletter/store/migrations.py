@@ -7,6 +7,7 @@ from __future__ import annotations
 
 SUBSCRIBER_STATUSES = ("subscribed", "unsubscribed", "bounced", "complained", "invalid")
 LEDGER_STATES = ("pending", "submitting", "sent", "failed", "unknown", "skipped")
+STATUS_SOURCES = ("import", "cli", "web", "sendgrid", "signup")
 
 MIGRATIONS: list[str] = [
     # 1: subscribers, their history, the send ledger.
@@ -113,5 +114,92 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ledger_by_segment RENAME TO ledger;
     CREATE UNIQUE INDEX ledger_by_subscriber ON ledger (issue_id, subscriber_id);
     CREATE INDEX ledger_by_state ON ledger (issue_id, state, segment, subscriber_id);
+    """,
+    # 3: signup with double opt-in. `signup` becomes a status source (SQLite changes a CHECK by
+    # rebuilding the table; `Database.migrate` keeps foreign keys off meanwhile and checks them).
+    # Unconfirmed signups wait in `signups`, never in `subscribers`; `signup_mailed` and
+    # `signup_attempts` hold the per-address and per-client limits (in the database, so that
+    # they hold across processes); `consents` is the append-only consent record.
+    f"""
+    CREATE TABLE subscribers_v3 (
+        id                INTEGER PRIMARY KEY,
+        email             TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name              TEXT NOT NULL DEFAULT '',
+        topics            TEXT NOT NULL DEFAULT 'all',
+        status            TEXT NOT NULL DEFAULT 'subscribed'
+                          CHECK (status IN {SUBSCRIBER_STATUSES!r}),
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        status_changed_at TEXT,
+        status_reason     TEXT,
+        status_source     TEXT CHECK (status_source IN {STATUS_SOURCES!r})
+    );
+    INSERT INTO subscribers_v3 SELECT id, email, name, topics, status, created_at, updated_at,
+        status_changed_at, status_reason, status_source FROM subscribers;
+    DROP TABLE subscribers;
+    ALTER TABLE subscribers_v3 RENAME TO subscribers;
+    CREATE INDEX subscribers_by_status ON subscribers (status, id);
+
+    -- A signup waiting for its confirmation. The link's token is random; only its SHA-256 is
+    -- kept. Rows go when they expire (`newsletter subscribers purge-pending`, and `serve`).
+    CREATE TABLE signups (
+        id              INTEGER PRIMARY KEY,
+        email           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        token_hash      TEXT NOT NULL UNIQUE,
+        name            TEXT NOT NULL DEFAULT '',
+        topics          TEXT NOT NULL,
+        requested_at    TEXT NOT NULL,
+        expires_at      TEXT NOT NULL,
+        confirmed_at    TEXT,             -- set by the confirmation: a link works once
+        ip              TEXT,             -- as `signup.record_ip` says (full, truncated, NULL)
+        user_agent      TEXT,
+        form_id         TEXT NOT NULL,
+        consent_version TEXT NOT NULL,
+        consent_sha256  TEXT NOT NULL,
+        privacy_url     TEXT
+    );
+    CREATE INDEX signups_by_expiry ON signups (expires_at);
+
+    -- When the form last made us email an address (any kind): at most once a day each.
+    CREATE TABLE signup_mailed (
+        email   TEXT PRIMARY KEY COLLATE NOCASE,
+        sent_at TEXT NOT NULL
+    );
+
+    -- Signups per client network, keyed by a keyed hash of it (never the address itself).
+    CREATE TABLE signup_attempts (
+        client TEXT NOT NULL,
+        at     TEXT NOT NULL
+    );
+    CREATE INDEX signup_attempts_by_client ON signup_attempts (client, at);
+
+    -- Every consent sentence ever shown, by its SHA-256, so a record can show what was agreed.
+    CREATE TABLE consent_texts (
+        sha256        TEXT PRIMARY KEY,
+        version       TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        first_used_at TEXT NOT NULL
+    );
+
+    -- Append-only: who consented, when, to what, and how (the form, or an admin's import).
+    CREATE TABLE consents (
+        id              INTEGER PRIMARY KEY,
+        email           TEXT NOT NULL COLLATE NOCASE,
+        source          TEXT NOT NULL,    -- 'signup', or 'import: FILE'
+        requested_at    TEXT,             -- the form was sent
+        confirmed_at    TEXT NOT NULL,    -- the link was confirmed (an import: its time)
+        ip              TEXT,
+        user_agent      TEXT,
+        form_id         TEXT,
+        consent_version TEXT,
+        consent_sha256  TEXT,
+        privacy_url     TEXT,
+        topics          TEXT NOT NULL
+    );
+    CREATE INDEX consents_by_email ON consents (email, id);
+    CREATE TRIGGER consents_are_append_only_update BEFORE UPDATE ON consents
+        BEGIN SELECT RAISE(ABORT, 'the consent record is append-only'); END;
+    CREATE TRIGGER consents_are_append_only_delete BEFORE DELETE ON consents
+        BEGIN SELECT RAISE(ABORT, 'the consent record is append-only'); END;
     """,
 ]

@@ -23,7 +23,7 @@ from . import Database, now
 
 ALL = "all"
 TopicChoice = frozenset[str] | Literal["all"]
-HistorySource = Literal["import", "cli", "web", "sendgrid"]
+HistorySource = Literal["import", "cli", "web", "sendgrid", "signup"]
 
 _COLUMNS = (
     "id, email, name, topics, status, created_at, updated_at, "
@@ -189,6 +189,11 @@ def write_topics(
 ) -> bool:
     """Replace the topic choice; returns False when it is unchanged."""
     return _change(db, subscriber_id, "topics", encode_topics(topics), source)
+
+
+def write_name(db: Database, subscriber_id: int, name: str, source: HistorySource) -> bool:
+    """Replace the name; returns False when it is unchanged."""
+    return _change(db, subscriber_id, "name", name, source)
 
 
 def _filters(

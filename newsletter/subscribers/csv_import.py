@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import Settings, display_path
 from ..errors import ImportRefused, SubscriberError
+from ..signup import consent
 from ..store import Database, now
 from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL
@@ -108,6 +109,7 @@ def import_csv(
                         _plan_row(staged, batch, result, resubscribe, reason)
                     if not dry_run:
                         rules.write_import(db, batch, at)
+                        consent.record_import(db, batch, path, at)
                     done += len(page)
                     if on_batch is not None:
                         on_batch(done, total)

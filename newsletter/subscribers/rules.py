@@ -1,8 +1,8 @@
 """The one place that decides a subscriber's status change: which source may turn which status
 into which. Every path asks here (CSV import, the admin's commands, the preference centre, the
-unsubscribe page and one-click POST, SendGrid's event webhook and suppression sync), and the SQL
-that writes a status (`newsletter.store.subscribers`) is called from nowhere else. Topics are not
-a status: saving topics never changes one.
+unsubscribe page and one-click POST, SendGrid's event webhook and suppression sync, the signup
+form's confirmation), and the SQL that writes a status (`newsletter.store.subscribers`) is called
+from nowhere else. Topics are not a status: saving topics never changes one.
 
 | source | new address | subscribed | unsubscribed | unsubscribed, held¹ | bounced | invalid | complained | otherwise |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
@@ -18,11 +18,13 @@ a status: saving topics never changes one.
 | unsubscribe page / one-click POST | · | unsubscribed | — | — | — | — | — | kept: "no more email" |
 | event webhook | · | unsubscribed, bounced, invalid, complained² | complained | complained | unsubscribed, complained | unsubscribed, complained | — | kept |
 | suppression sync | · | unsubscribed, bounced, invalid, complained² | complained | complained | unsubscribed, complained | unsubscribed, complained | — | kept |
+| signup confirm | subscribed | — | subscribed | — | — | — | — | refused: "write to us" (409), nothing sent |
 
 Each cell lists the new statuses that source may give a subscriber in that status ("any": all
 five; "—": none; "·": the source never meets it). Asking for the status one already has changes
 nothing and says so (only `add` refuses any existing address). Every change is one history row
-(field `status`, old and new value, the source as `import`, `cli`, `web` or `sendgrid`, a reason).
+(field `status`, old and new value, the source as `import`, `cli`, `web`, `sendgrid` or `signup`,
+a reason).
 
 The order behind the import and SendGrid rows: subscribed < bounced = invalid < unsubscribed <
 complained (STRENGTH). These never weaken a status; equal ranks keep what is there. A person's own
@@ -83,9 +85,10 @@ class Source(StrEnum):
     UNSUBSCRIBE_PAGE = "unsubscribe page / one-click POST"
     WEBHOOK = "event webhook"
     SYNC = "suppression sync"
+    SIGNUP_CONFIRM = "signup confirm"
 
 
-# What the history's `source` column says for each (the store's four sources).
+# What the history's `source` column says for each (the store's five sources).
 HISTORY_SOURCE: dict[Source, subscriber_rows.HistorySource] = {
     Source.IMPORT: "import",
     Source.IMPORT_RESUBSCRIBE: "import",
@@ -99,10 +102,13 @@ HISTORY_SOURCE: dict[Source, subscriber_rows.HistorySource] = {
     Source.UNSUBSCRIBE_PAGE: "web",
     Source.WEBHOOK: "sendgrid",
     Source.SYNC: "sendgrid",
+    Source.SIGNUP_CONFIRM: "signup",
 }
 # Sources whose refusal is an error the user sees; the others keep the status quietly.
 # (`add` refuses an existing address before it asks: `newsletter.subscribers.add`.)
-REFUSING = frozenset({Source.ADMIN_ADD, Source.ADMIN_RESUBSCRIBE, Source.SUBSCRIBE_AGAIN})
+REFUSING = frozenset(
+    {Source.ADMIN_ADD, Source.ADMIN_RESUBSCRIBE, Source.SUBSCRIBE_AGAIN, Source.SIGNUP_CONFIRM}
+)
 
 
 class StatusRefused(SubscriberError):
@@ -122,7 +128,8 @@ def allowed(source: Source, current: str | None, held: bool = False) -> frozense
     if current is None:
         if source in (Source.IMPORT, Source.IMPORT_RESUBSCRIBE):
             return ANY
-        return frozenset({SUBSCRIBED}) if source == Source.ADMIN_ADD else NONE
+        joins = source in (Source.ADMIN_ADD, Source.SIGNUP_CONFIRM)
+        return frozenset({SUBSCRIBED}) if joins else NONE
     match source:
         case Source.IMPORT | Source.WEBHOOK | Source.SYNC:
             return stronger_than(current)
@@ -130,7 +137,7 @@ def allowed(source: Source, current: str | None, held: bool = False) -> frozense
             return ANY
         case Source.ADMIN_UNSUBSCRIBE | Source.UNSUBSCRIBE_PAGE:
             return frozenset({UNSUBSCRIBED}) if current == SUBSCRIBED else NONE
-        case Source.ADMIN_RESUBSCRIBE | Source.SUBSCRIBE_AGAIN:
+        case Source.ADMIN_RESUBSCRIBE | Source.SUBSCRIBE_AGAIN | Source.SIGNUP_CONFIRM:
             return frozenset({SUBSCRIBED}) if current == UNSUBSCRIBED and not held else NONE
         case Source.ADMIN_FORCE:
             return frozenset({SUBSCRIBED}) if current != SUBSCRIBED else NONE

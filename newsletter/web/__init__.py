@@ -23,6 +23,7 @@ from ..sendgrid.webhooks import (
     WebhookNotConfigured,
     WebhookReceiver,
 )
+from ..signup import Clock, system_clock
 from ..store import Database
 from ..store import subscribers as store_subscribers
 from ..store.subscribers import ALL, Subscriber
@@ -56,11 +57,14 @@ def create_app(
     settings: Settings,
     db_path: str | Path | None = None,
     environment: Environment | None = None,
+    now: Clock = system_clock,
 ) -> Flask:
     """The web app, with the secrets of `environment` (default: the process's); raises
-    ConfigError when NEWSLETTER_SECRET_KEY is not set (or is weak)."""
+    ConfigError when NEWSLETTER_SECRET_KEY is not set (or is weak). `now` is the clock of the
+    signup's time limits."""
     environment = environment or Environment.read()
-    signer = LinkSigner(environment.signing_key(required=True))
+    secret = environment.signing_key(required=True)
+    signer = LinkSigner(secret)
     env = make_environment(settings.paths.templates)
     database = Path(db_path) if db_path is not None else settings.paths.database
     contact = str(settings.reply_to or settings.sender.email)
@@ -137,10 +141,25 @@ def create_app(
             "saved_topics": None,
             "resubscribed": False,
             "error": None,
+            "confirmed": request.args.get("confirmed") == "1",  # arriving from a signup
             **links(subscriber),
         }
         context.update(extra)
         return page("preferences", http_status, **context)
+
+    if settings.signup.enabled:
+        from .signup import install_signup
+
+        install_signup(
+            app,
+            settings=settings,
+            secret=secret,
+            signer=signer,
+            database=database,
+            page=page,
+            db=db,
+            now=now,
+        )
 
     # --- Errors ---------------------------------------------------------------------------
 

@@ -153,6 +153,13 @@ class SendGridBackend(BaseBackend):
             break
         result.in_flight = []
 
+    def post_mail(self, body: dict) -> str:
+        """One mail-send request made elsewhere (the signup form's emails): its message id.
+        Raises as `deliver` does."""
+        response = self._post(self.client.client.mail.send, body, "the mail send")
+        message_id = response.headers.get("X-Message-Id") if response.headers else None
+        return message_id or f"sendgrid-{response.status_code}"
+
     def create_schedule_id(self) -> str:
         """A new SendGrid batch id, so a scheduled send can be paused or cancelled as one."""
         response = self._post(self.client.client.mail.batch, None, "the batch id request")

@@ -186,6 +186,24 @@ class SmtpBackend(BaseBackend):
                 result.failed[key] = detail
             result.in_flight = []
 
+    def send_message(self, to: str, data: bytes) -> str:
+        """One message outside the send loop (the signup form's emails): the server's reply.
+        Raises as `deliver` does; SendRefused when the server refuses the recipient."""
+        try:
+            kind, detail = self._transaction(
+                self._connection(), self.settings.sender.email, to, data
+            )
+        except _Dropped as drop:
+            self._drop()
+            if drop.body_sent:
+                raise OutcomeUnknown(
+                    f"the SMTP server closed the connection before confirming the message ({drop})"
+                ) from None
+            raise TemporaryFailure(f"the SMTP server closed the connection ({drop})") from None
+        if kind != "sent":
+            raise SendRefused(detail)
+        return detail
+
     def _transaction(self, conn: smtplib.SMTP, sender: str, to: str, data: bytes):
         """One message; ('sent', reply) or ('failed', reason) for this recipient, or raises."""
         body_sent = False
