@@ -140,6 +140,15 @@ def test_someone_who_unsubscribes_during_the_send_is_not_sent_to(settings, db):
     assert result.run.skipped == 1 and result.report.state == "sent"
 
 
+def test_people_who_were_not_subscribed_have_no_ledger_entry(settings, db):
+    backend = ScriptedBackend()
+    send(settings, db, backend)
+    gone = get_row_by_email(db, "gone@example.org")
+    sent = get_row_by_email(db, "all1@example.org")
+    assert store.get_entry(db, ISSUE, gone.id) is None
+    assert store.get_entry(db, ISSUE, sent.id).state == "sent"
+
+
 def test_temporary_failures_are_retried_with_backoff_then_succeed(settings, db):
     sleeps = []
     backend = ScriptedBackend(

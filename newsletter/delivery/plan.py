@@ -64,7 +64,7 @@ class SegmentPlan:
     recipients: int = 0  # still to send
 
     def batches(self, batch_size: int) -> int:
-        return math.ceil(self.recipients / batch_size) if self.recipients else 0
+        return math.ceil(self.recipients / batch_size)
 
 
 @dataclass

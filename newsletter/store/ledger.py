@@ -157,13 +157,6 @@ def pending_segments(db: Database, issue_id: str) -> list[tuple[str, int]]:
     return [(r["segment"], r["n"]) for r in rows]
 
 
-def count_state(db: Database, issue_id: str, state: str) -> int:
-    row = db.conn.execute(
-        "SELECT count(*) FROM ledger WHERE issue_id = ? AND state = ?", (issue_id, state)
-    ).fetchone()
-    return row[0]
-
-
 def next_batch_no(db: Database, issue_id: str) -> int:
     row = db.conn.execute(
         "SELECT max(batch_no) FROM ledger WHERE issue_id = ?", (issue_id,)
