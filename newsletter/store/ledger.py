@@ -213,9 +213,9 @@ def claim(
         # so one range UPDATE claims exactly them (the skipped ones are no longer pending).
         db.conn.execute(
             "UPDATE ledger SET state = 'submitting', batch_no = ?, attempts = attempts + 1, "
-            "reason = NULL, updated_at = ? WHERE issue_id = ? AND state = 'pending' "
-            "AND segment = ? AND subscriber_id BETWEEN ? AND ?",
-            (batch_no, at, issue_id, segment, rows[0][0], rows[-1][0]),
+            "reason = NULL, updated_at = ?, submitted_at = ? WHERE issue_id = ? "
+            "AND state = 'pending' AND segment = ? AND subscriber_id BETWEEN ? AND ?",
+            (batch_no, at, at, issue_id, segment, rows[0][0], rows[-1][0]),
         )
     claimed = [
         ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
@@ -224,13 +224,13 @@ def claim(
 
 
 def add_attempt(db: Database, issue_id: str, subscriber_ids: Iterable[int]) -> None:
-    """Count one more attempt for rows about to be submitted again (a retry)."""
+    """Count one more attempt for rows about to be submitted again (a retry), from now."""
     at = now()
     with db.transaction():
         db.conn.executemany(
-            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? "
+            "UPDATE ledger SET attempts = attempts + 1, updated_at = ?, submitted_at = ? "
             "WHERE issue_id = ? AND subscriber_id = ?",
-            ((at, issue_id, sid) for sid in subscriber_ids),
+            ((at, at, issue_id, sid) for sid in subscriber_ids),
         )
 
 

@@ -202,4 +202,11 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER consents_are_append_only_delete BEFORE DELETE ON consents
         BEGIN SELECT RAISE(ABORT, 'the consent record is append-only'); END;
     """,
+    # 4: when each row was last submitted to the provider (set when its batch is claimed, and
+    # again before a retry), so that `send --retry-unknown` can wait `delivery.unknown_grace`
+    # after it for the provider's webhook to say the message was accepted. Rows written before
+    # this column existed have none; the code falls back to their `updated_at`, which is later.
+    """
+    ALTER TABLE ledger ADD COLUMN submitted_at TEXT;
+    """,
 ]
