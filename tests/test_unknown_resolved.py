@@ -427,22 +427,36 @@ def test_a_database_from_before_submit_times_upgrades_and_its_unknown_rows_still
         assert store.get_entry(new, ISSUE, ids[0]).state == "sent"
 
 
-def test_a_claim_stamps_the_submit_time_that_the_grace_runs_from(settings, db):
+def test_the_grace_runs_from_the_last_submission_not_from_when_the_row_became_unknown(
+    settings, db, monkeypatch
+):
+    """The claim stamps the submit time, a retry stamps it again, and recovering the row as
+    `unknown` later does not move it. The store's clock is set by hand for each step."""
     issue, summaries = issue_summaries(settings)
     write_plan(db, settings, issue, summaries)
     owner = "elsewhere:1:x"
     store.try_lock(db, ISSUE, owner, "sendgrid", lambda o, a: False)
     key = store.pending_segments(db, ISSUE)[0][0]
-    before = utc_now()
-    rows, _ = store.claim(db, ISSUE, key, 2, 1, owner)
-    after = utc_now()
-    store.move_state(db, ISSUE, store.SUBMITTING, store.UNKNOWN, "in flight")
-    grace = dt.timedelta(minutes=10)
+    clock = {"now": "2026-11-30T09:00:00Z"}
+    monkeypatch.setattr(store, "now", lambda: clock["now"])
+    first, _ = store.claim(db, ISSUE, key, 2, 1, owner)
+    second, _ = store.claim(db, ISSUE, key, 2, 2, owner)
+    clock["now"] = "2026-11-30T09:20:00Z"
+    store.add_attempt(db, ISSUE, [r.subscriber_id for r in second])  # submitted again: a retry
+    clock["now"] = "2026-11-30T09:40:00Z"
+    store.move_state(db, ISSUE, store.SUBMITTING, store.UNKNOWN, "in flight when it stopped")
+    grace = dt.timedelta(hours=1)
 
-    held = retry_unknown(db, ISSUE, grace, now=before + grace - dt.timedelta(seconds=1))
+    held = retry_unknown(db, ISSUE, grace, now=utc("2026-11-30T09:59:59Z"))
 
-    assert (held.retried, held.held) == (0, 2)
-    assert before + grace <= utc(held.first_eligible) <= after + grace
-    on_time = retry_unknown(db, ISSUE, grace, now=utc(held.last_eligible))
-    assert (on_time.retried, on_time.held) == (2, 0)
-    assert store.count_state(db, ISSUE, "pending") == len(EMAILS)
+    assert (held.retried, held.held) == (0, 4)
+    assert (held.first_eligible, held.last_eligible) == (
+        "2026-11-30T10:00:00Z",
+        "2026-11-30T10:20:00Z",
+    )
+    on_time = retry_unknown(db, ISSUE, grace, now=utc("2026-11-30T10:00:00Z"))
+    assert (on_time.retried, on_time.held) == (2, 2)
+    assert {store.get_entry(db, ISSUE, r.subscriber_id).state for r in first} == {"pending"}
+    assert {store.get_entry(db, ISSUE, r.subscriber_id).state for r in second} == {"unknown"}
+    rest = retry_unknown(db, ISSUE, grace, now=utc("2026-11-30T10:20:00Z"))
+    assert (rest.retried, rest.held) == (2, 0)
