@@ -193,6 +193,41 @@ def test_events_resolve_a_crashed_batch_and_nobody_gets_the_issue_twice(
     assert "(so sent, not resent): 3" in done.stdout
 
 
+def test_events_that_come_before_the_resume_are_applied_when_it_recovers_the_batch(
+    run, workspace, fake, db, webhook, keys
+):
+    """SendGrid reports a crashed send's messages within seconds, while their rows are still
+    `submitting` (nobody has run `send` again): the word is kept, and the resume that recovers
+    the batch records those rows `sent` instead of `unknown`."""
+    env = {**sendgrid_env(fake), "NEWSLETTER_SECRET_KEY": TEST_SECRET}
+    kill_with_a_request_in_flight(workspace, fake, env, 1, accept=True)
+    first, second, third = sorted(
+        store.iter_entries(db, ISSUE, state="submitting"), key=lambda e: e.subscriber_id
+    )
+    events = [event("processed", first, 1), event("delivered", first, 2)]
+    events.append(event("deferred", second, 3))
+    before = states(db)
+
+    response = webhook(keys[0], events)
+
+    assert response.json()["noted_in_flight"] == 2 and response.json()["unknown_resolved"] == 0
+    assert states(db) == before  # a submitting row keeps its state
+    resumed = send(run, fake)
+    assert resumed.exit_code == 0, resumed.output
+    rows = states(db)
+    assert rows[first.subscriber_id] == (
+        "sent",
+        f"accepted: SendGrid reported 'processed' at {event_time(events[0])}",
+    )
+    assert rows[second.subscriber_id][0] == "sent"
+    assert rows[third.subscriber_id][0] == "unknown"
+    assert "(so sent, not resent): 2" in resumed.stdout
+    done = send(run, fake, "--retry-unknown", "--now")
+    assert [r["recipients"] for r in fake.accepted()[-1:]] == [[third.email]]
+    assert duplicates(fake.recipients()) == [third.email]  # SendGrid had it: --now's price
+    assert done.exit_code == 0 and store.get_send(db, ISSUE)["state"] == "sent"
+
+
 def test_retry_unknown_now_resends_only_what_is_still_unknown(
     run, workspace, fake, db, webhook, keys
 ):
@@ -338,6 +373,21 @@ def test_events_for_rows_that_are_not_unknown_change_nothing(db, ledger, webhook
     assert response.json()["unknown_resolved"] == 0
     assert states(db) == before
     assert store.get_entry(db, ISSUE, ledger["sent"][0].subscriber_id).reason is None
+
+
+def test_word_for_a_row_in_flight_applies_if_its_request_ends_unknown(db, ledger, webhook, keys):
+    """A request that times out (outcome unknown) after SendGrid already reported it."""
+    row = ledger["submitting"][0]
+    response = webhook(keys[0], [event("delivered", row, 1)])
+    assert response.json()["noted_in_flight"] == 1
+    assert store.get_entry(db, ISSUE, row.subscriber_id).state == "submitting"
+
+    store.record(db, ISSUE, unknown={row.subscriber_id: "no answer within 30 s"})
+
+    entry = store.get_entry(db, ISSUE, row.subscriber_id)
+    assert entry.state == "sent"
+    assert entry.reason.startswith("accepted: SendGrid reported 'delivered' at ")
+    assert build_report(db, ISSUE).unknown_resolved == 1
 
 
 def test_a_replay_is_harmless(db, ledger, webhook, keys):

@@ -3,9 +3,9 @@
 Bounces, drops for an invalid address, spam reports and unsubscribes change the subscriber's
 status (source `sendgrid`); delivered, bounced and dropped are written on the issue's ledger row,
 found through the custom args (`custom_args`) that the sender puts on every message (SendGrid
-flattens custom args into each event). Any event that proves SendGrid took the message
-(processed, delivered, deferred, bounce, dropped) turns an `unknown` row `sent`. Every event id
-applied is remembered, so a retried or replayed batch changes nothing the second time.
+flattens custom args into each event); an event that proves SendGrid took the message makes an
+`unknown` row `sent` (`acceptance`). Every event id applied is remembered, so a retried or
+replayed batch changes nothing the second time.
 
 A batch signed longer ago than `delivery.sendgrid.webhook_max_age` is refused (a captured batch
 cannot be replayed later). In a signed batch each event is checked on its own: one that cannot be
@@ -36,17 +36,13 @@ from ..store import events as store_events
 from ..store import subscribers as store_subscribers
 from ..subscribers import rules
 from . import custom_args
+from .acceptance import ACCEPTED, resolve_unknown
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-# Events that prove SendGrid accepted the message: they resolve an `unknown` ledger row.
-ACCEPTED = frozenset({"processed", "delivered", "deferred", "bounce", "dropped"})
-HANDLED = (
-    frozenset({"bounce", "dropped", "delivered", "spamreport", "unsubscribe", "group_unsubscribe"})
-    | ACCEPTED
-)
+HANDLED = ACCEPTED | {"spamreport", "unsubscribe", "group_unsubscribe"}
 DEFAULT_MAX_AGE = 600  # seconds; the setting is delivery.sendgrid.webhook_max_age
 # SendGrid's events are flat objects with a list or two (categories): far below this.
 MAX_EVENT_DEPTH = 16
@@ -141,6 +137,7 @@ class WebhookReport:
     replayed: int = 0  # seen before: nothing done
     ignored: int = 0  # event types we do not act on, or entries that are not events
     unknown_resolved: int = 0  # `unknown` ledger rows now `sent`: SendGrid had the message
+    noted_in_flight: int = 0  # the same word for `submitting` rows: kept until they are unknown
     invalid: int = 0  # events we act on that could not be read or checked: skipped, logged
     status_changes: int = 0
     ledger_updates: int = 0
@@ -156,6 +153,7 @@ class WebhookReport:
             "status_changes": self.status_changes,
             "ledger_updates": self.ledger_updates,
             "unknown_resolved": self.unknown_resolved,
+            "noted_in_flight": self.noted_in_flight,
         }
 
 
@@ -390,20 +388,10 @@ def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookRep
             db, issue_id, int(subscriber_id), delivery, at or store_events.now()
         ):
             report.ledger_updates += 1
-    if event.get("event") in ACCEPTED and _resolve_unknown(db, event, at):
-        report.unknown_resolved += 1
-
-
-def _resolve_unknown(db: Database, event: dict, at: str | None) -> bool:
-    """An `unknown` row of this issue and subscriber becomes `sent`: SendGrid reported the
-    message, so it had accepted it, and `send --retry-unknown` must not mail it again. Rows in
-    any other state, and events without our custom args, change nothing."""
-    issue_id = event.get(custom_args.ISSUE)
-    subscriber_id = str(event.get(custom_args.SUBSCRIBER) or "")
-    if not isinstance(issue_id, str) or not subscriber_id.isdigit():
-        return False
-    reason = store_events.accepted_reason("SendGrid", event["event"], at or store_events.now())
-    return store_events.accept_unknown(db, issue_id, int(subscriber_id), reason)
+    if event.get("event") in ACCEPTED:
+        outcome = resolve_unknown(db, event, at)  # 'resolved', 'noted' or None
+        report.unknown_resolved += outcome == "resolved"
+        report.noted_in_flight += outcome == "noted"
 
 
 class WebhookReceiver:

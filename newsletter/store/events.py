@@ -48,10 +48,11 @@ def accepted_reason(provider: str, event: str, at: str) -> str:
     return f"{ACCEPTED_PREFIX}{provider} reported {event!r} at {at}"
 
 
-def accept_unknown(db: Database, issue_id: str, subscriber_id: int, reason: str) -> bool:
-    """An `unknown` row → `sent` with `reason` (one of `accepted_reason`'s), inside the caller's
-    transaction; False when the row is in any other state or does not exist, which leaves it
-    as it is (a `submitting` row belongs to a running send). A replay finds it `sent`."""
+def accept_unknown(db: Database, issue_id: str, subscriber_id: int, reason: str) -> str | None:
+    """The provider reported the message to this row (`reason`: one of `accepted_reason`'s),
+    inside the caller's transaction. An `unknown` row becomes `sent` ('resolved'); a row still
+    `submitting` keeps its state and the word is noted, applied if the row turns out `unknown`
+    ('noted'); any other row, or none, changes nothing (None). A replay finds it done."""
     if not reason.startswith(ACCEPTED_PREFIX):
         raise ValueError(f"an acceptance reason starts with {ACCEPTED_PREFIX!r}")
     cur = db.conn.execute(
@@ -59,7 +60,14 @@ def accept_unknown(db: Database, issue_id: str, subscriber_id: int, reason: str)
         "WHERE issue_id = ? AND subscriber_id = ? AND state = 'unknown'",
         (reason, now(), issue_id, subscriber_id),
     )
-    return cur.rowcount == 1
+    if cur.rowcount:
+        return "resolved"
+    cur = db.conn.execute(
+        "UPDATE ledger SET accepted_note = ? WHERE issue_id = ? AND subscriber_id = ? "
+        "AND state = 'submitting' AND accepted_note IS NULL",
+        (reason, issue_id, subscriber_id),
+    )
+    return "noted" if cur.rowcount else None
 
 
 def count_accepted_unknown(db: Database, issue_id: str) -> int:

@@ -133,6 +133,19 @@ def move_state(
             "WHERE issue_id = ? AND state = ?",
             (to_state, reason, now(), issue_id, from_state),
         )
+        if to_state == UNKNOWN:
+            settle_noted_unknown(db, issue_id)
+    return cur.rowcount
+
+
+def settle_noted_unknown(db: Database, issue_id: str) -> int:
+    """`unknown` rows whose acceptance the provider reported while they were still `submitting`
+    (`events.accept_unknown` noted it) → `sent`, with that word as the reason; how many."""
+    cur = db.conn.execute(
+        "UPDATE ledger SET state = 'sent', reason = accepted_note, updated_at = ? "
+        "WHERE issue_id = ? AND state = 'unknown' AND accepted_note IS NOT NULL",
+        (now(), issue_id),
+    )
     return cur.rowcount
 
 
@@ -279,6 +292,8 @@ def record(
                     "WHERE issue_id = ? AND subscriber_id = ?",
                     ((state, reason, at, issue_id, sid) for sid, reason in reasons.items()),
                 )
+        if unknown:
+            settle_noted_unknown(db, issue_id)
         db.conn.executemany(
             "UPDATE ledger SET state = 'pending', updated_at = ? "
             "WHERE issue_id = ? AND subscriber_id = ?",
