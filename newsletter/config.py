@@ -140,7 +140,9 @@ MAX_UNKNOWN_GRACE = dt.timedelta(days=7)
 def _unknown_grace(value: Any) -> dt.timedelta:
     """Seconds (3600) or text such as `90s`, `30m`, `1h`, `1h30m`, `2d`; from 0 to 7 days."""
     text = value.replace(" ", "").lower() if isinstance(value, str) else None
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, dt.timedelta):  # settings validated again (model_dump, model_copy)
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         seconds = float(value)
     elif text and re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
         seconds = float(text)

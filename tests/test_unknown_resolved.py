@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from newsletter.config import Settings
 from newsletter.delivery import build_report, make_backend, send_issue, write_plan
 from newsletter.delivery.unknowns import retry_unknown
 from newsletter.sendgrid import custom_args
@@ -291,6 +292,20 @@ def test_the_grace_is_a_setting(run, workspace, fake, db):
     configure(workspace, unknown_grace=0)
     assert send(run, fake, "--retry-unknown").exit_code == 0
     assert sorted(fake.recipients()) == sorted(EMAILS)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 3600), (600, 600), ("90m", 5400), ("1h30m", 5400), ("2d", 172800), ("0", 0)],
+)
+def test_the_grace_reads_as_seconds_or_a_duration(settings, value, seconds):
+    data = settings.model_dump() | {"base_dir": settings.base_dir}
+    if value is not None:
+        data["delivery"] = data["delivery"] | {"unknown_grace": value}
+    read = Settings(**data)
+    assert read.delivery.unknown_grace == dt.timedelta(seconds=seconds)
+    again = Settings(**(read.model_dump() | {"base_dir": settings.base_dir}))  # validated again
+    assert again.delivery.unknown_grace == read.delivery.unknown_grace
 
 
 @pytest.mark.parametrize("value", ["soon", "-5", "8d", "1h and a bit"])
