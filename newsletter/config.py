@@ -8,6 +8,7 @@ nowhere else (`Environment`), and are passed down from there.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -129,6 +131,33 @@ class SendGridSettings(Strict):
     webhook_max_age: int = Field(600, ge=10, le=86400)  # seconds: older signed batches refused
 
 
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[dhms])+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_UNKNOWN_GRACE = dt.timedelta(days=7)
+
+
+def _unknown_grace(value: Any) -> dt.timedelta:
+    """Seconds (3600) or text such as `90s`, `30m`, `1h`, `1h30m`, `2d`; from 0 to 7 days."""
+    text = value.replace(" ", "").lower() if isinstance(value, str) else None
+    if isinstance(value, dt.timedelta):  # settings validated again (model_dump, model_copy)
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = float(value)
+    elif text and re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
+        seconds = float(text)
+    elif text and _DURATION.fullmatch(text):
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        raise ValueError(
+            f"{value!r} is not a duration: give seconds (3600) or a duration such as 90m, 1h "
+            "or 1h30m"
+        )
+    if not 0 <= seconds <= MAX_UNKNOWN_GRACE.total_seconds():
+        raise ValueError(f"{value!r} is not between 0 seconds and 7 days")
+    return dt.timedelta(seconds=seconds)
+
+
 class DeliverySettings(Strict):
     backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     batch_size: int = Field(1000, ge=1, le=1000)
@@ -138,6 +167,9 @@ class DeliverySettings(Strict):
     backoff_max: float = Field(60.0, ge=0)
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
+    # How long after an `unknown` row's submission `send --retry-unknown` waits for the
+    # provider's webhook to say it was accepted (then the row is sent, not resent).
+    unknown_grace: Annotated[dt.timedelta, BeforeValidator(_unknown_grace)] = dt.timedelta(hours=1)
 
 
 class PageLabels(Strict):

@@ -109,7 +109,9 @@ def test_a_drop_after_the_message_is_unknown_never_resent_unless_asked(smtp):
     assert len(handler.addresses()) == 5
     assert store.counts(db, ISSUE) == {"sent": 4, "unknown": 1}
 
-    send(settings, db, SmtpBackend(settings), retry_unknown=True)  # the editor's explicit choice
+    send(
+        settings, db, SmtpBackend(settings), retry_unknown=True, retry_unknown_now=True
+    )  # the editor's explicit choice
     assert handler.addresses().count(unknown) == 2
     assert store.counts(db, ISSUE) == {"sent": 5}
 

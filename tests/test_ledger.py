@@ -220,7 +220,7 @@ def test_an_unknown_outcome_is_never_resent_automatically(settings, db):
     assert result.report.count("unknown") == 3
 
     explicit = ScriptedBackend()
-    result = send(settings, db, explicit, retry_unknown=True)
+    result = send(settings, db, explicit, retry_unknown=True, retry_unknown_now=True)
     assert sorted(explicit.received) == sorted(unknown)
     assert result.run.retried_unknown == 3 and result.report.state == "sent"
 
@@ -435,7 +435,7 @@ def test_a_late_answer_to_a_taken_over_batch_leaves_the_batch_now_in_flight_alon
     def taker_send():
         other = Database(settings.paths.database)
         try:
-            send(settings, other, taker, retry_unknown=True, stale_after=-1)
+            send(settings, other, taker, retry_unknown=True, retry_unknown_now=True, stale_after=-1)
         except BaseException as exc:  # reported by the main thread
             taker_errors.append(exc)
         finally:

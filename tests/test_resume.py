@@ -186,7 +186,7 @@ def test_killed_while_a_request_is_in_flight(run, workspace, fake, setup, accept
     if accepted:
         return  # SendGrid did take them: resending would be the editor's explicit choice
     assert unknown_emails(db).isdisjoint(fake.recipients())
-    explicit = resume(run, fake, "--retry-unknown")
+    explicit = resume(run, fake, "--retry-unknown", "--now")
     assert explicit.exit_code == 0, explicit.output
     assert sorted(fake.recipients()) == sorted(eligible)
     assert store.get_send(db, ISSUE)["state"] == "sent"

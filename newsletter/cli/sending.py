@@ -169,6 +169,13 @@ def print_report(console: Console, report: SendReport) -> None:
         why = "" if state == "pending" else "\n".join(f"{r}: {n}" for r, n in reasons.items())
         table.add_row(state, str(count), Text(why))
     console.print(table)
+    if report.unknown_resolved:
+        console.print(
+            f"unknown, then reported by SendGrid's webhook (so sent, not resent): "
+            f"{report.unknown_resolved}",
+            markup=False,
+            highlight=False,
+        )
     if report.delivery:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(report.delivery.items()))
         console.print(f"after sending (webhooks): {parts}", markup=False, highlight=False)
@@ -182,7 +189,10 @@ def print_report(console: Console, report: SendReport) -> None:
         if report.count("pending") or report.count("failed") or report.count("submitting"):
             hints.append(f"`newsletter send {report.issue_id}` continues the send")
         if report.count("unknown"):
-            hints.append(f"`newsletter send {report.issue_id} --retry-unknown` resends unknown")
+            hints.append(
+                f"`newsletter send {report.issue_id} --retry-unknown` resends unknown ones "
+                "submitted longer than delivery.unknown_grace ago (--now: all of them)"
+            )
         if hints:
             console.print("; ".join(hints), markup=False, highlight=False)
 
@@ -201,18 +211,31 @@ def print_report(console: Console, report: SendReport) -> None:
 )
 @click.option("--topics", help="With --proof: the topics of the proof (comma-separated or 'all').")
 @click.option("--at", "at", metavar="WHEN", help="Schedule (SendGrid): e.g. 2026-12-01T09:00Z.")
-@click.option("--retry-unknown", is_flag=True, help="Resend recipients whose outcome is unknown.")
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Resend recipients whose outcome is unknown (once delivery.unknown_grace has passed).",
+)
+@click.option(
+    "--now", "retry_now", is_flag=True, help="With --retry-unknown: do not wait for the grace."
+)
 @click.option("--sandbox", is_flag=True, help="SendGrid sandbox: validated, not delivered.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 @pass_app
-def send(app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, sandbox, yes):
+def send(
+    app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, retry_now, sandbox, yes
+):
     """Send the issue (or a proof); resumable: run it again to continue."""
     settings = app.settings
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     if topics is not None and not proofs:
         raise click.UsageError("--topics chooses a proof's topics: use it with --proof")
+    if retry_now and not retry_unknown:
+        raise click.UsageError(
+            "--now resends unknown recipients at once: use it with --retry-unknown"
+        )
     if proofs:
         for option, given in (("--at", at), ("--retry-unknown", retry_unknown)):
             if given:
@@ -251,6 +274,7 @@ def send(app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, s
         issue,
         backend=backend_obj,
         retry_unknown=retry_unknown,
+        retry_unknown_now=retry_now,
         send_at=when,
         sandbox=sandbox,
     )

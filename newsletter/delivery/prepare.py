@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,6 +19,7 @@ from ..render import Renderer
 from ..store import Database
 from .backends import Backend
 from .plan import PlanPreview, preview_plan
+from .unknowns import system_clock
 
 MAX_SCHEDULE_AHEAD = dt.timedelta(hours=72)  # SendGrid's limit for send_at
 
@@ -46,6 +48,9 @@ class PreparedSend:
     renderer: Renderer  # one Jinja environment for the check's renders and the segments'
     backend: Backend | str | None = None  # a backend, or its name (None: the settings' one)
     retry_unknown: bool = False
+    # With retry_unknown: resend unknown rows at once, not only those past delivery.unknown_grace.
+    retry_unknown_now: bool = False
+    clock: Callable[[], dt.datetime] = system_clock  # the grace is measured against it
     when: dt.datetime | None = None  # deliver at (--at), UTC
     sandbox: bool = False
     check_seconds: float = 0.0
@@ -82,9 +87,11 @@ def prepare_send(
     *,
     backend: Backend | str | None = None,
     retry_unknown: bool = False,
+    retry_unknown_now: bool = False,
     send_at: dt.datetime | str | None = None,
     sandbox: bool = False,
     renderer: Renderer | None = None,
+    clock: Callable[[], dt.datetime] = system_clock,
 ) -> PreparedSend:
     """Load and check the issue once (CheckFailed when a check fails; DeliveryError for a bad
     `send_at`), ready to show its plan and send it."""
@@ -102,6 +109,8 @@ def prepare_send(
         renderer,
         backend=backend,
         retry_unknown=retry_unknown,
+        retry_unknown_now=retry_unknown_now,
+        clock=clock,
         when=when,
         sandbox=sandbox,
         check_seconds=check_seconds,

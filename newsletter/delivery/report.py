@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..store import Database
+from ..store import events as store_events
 from ..store import ledger as ledger_rows
 from ..store.events import DELIVERY_STATES  # written by the webhook handler
 from ..store.migrations import LEDGER_STATES
@@ -30,6 +31,8 @@ class SendReport:
     backend: str | None = None
     counts: dict[str, int] = field(default_factory=dict)  # ledger state → rows
     delivery: dict[str, int] = field(default_factory=dict)  # webhook outcome → rows
+    # `unknown` rows that the provider's webhook showed were accepted: now `sent`, not resent.
+    unknown_resolved: int = 0
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # state → reason → rows
     segments: list[SegmentReport] = field(default_factory=list)
     # Subscribers with no row, by status now: not on the list when it was planned (or since).
@@ -72,6 +75,7 @@ def build_report(db: Database, issue_id: str) -> SendReport:
         report.locked_by = send["lock_owner"]
     report.counts = ledger_rows.counts(db, issue_id)
     report.delivery = ledger_rows.delivery_counts(db, issue_id)
+    report.unknown_resolved = store_events.count_accepted_unknown(db, issue_id)
     for state in (
         ledger_rows.SKIPPED,
         ledger_rows.FAILED,

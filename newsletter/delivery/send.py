@@ -29,6 +29,7 @@ from .report import build_report
 from .retry import RetryPolicy
 from .run import SendResult, SendRun, start_run
 from .sandbox import sandbox_send
+from .unknowns import put_back_unknown
 
 RECOVERED_REASON = "interrupted while being submitted: may or may not have been sent"
 
@@ -127,10 +128,8 @@ class ListSend:
                 "stopped; they are marked unknown (may or may not have been sent) and are not "
                 "resent without --retry-unknown"
             )
-        if run.prepared.retry_unknown:
-            stats.retried_unknown = ledger_rows.move_state(
-                db, issue_id, ledger_rows.UNKNOWN, ledger_rows.PENDING, None
-            )
+        if run.prepared.retry_unknown:  # those past the grace, or all with --now
+            stats.retried_unknown = put_back_unknown(run)
         # Failed rows were surely not accepted (a refused payload or recipient): try them again.
         stats.retried_failed = ledger_rows.move_state(
             db, issue_id, ledger_rows.FAILED, ledger_rows.PENDING, None

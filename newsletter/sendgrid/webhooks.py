@@ -3,7 +3,8 @@
 Bounces, drops for an invalid address, spam reports and unsubscribes change the subscriber's
 status (source `sendgrid`); delivered, bounced and dropped are written on the issue's ledger row,
 found through the custom args (`custom_args`) that the sender puts on every message (SendGrid
-flattens custom args into each event). Every event id applied is remembered, so a retried or
+flattens custom args into each event); an event that proves SendGrid took the message makes an
+`unknown` row `sent` (`acceptance`). Every event id applied is remembered, so a retried or
 replayed batch changes nothing the second time.
 
 A batch signed longer ago than `delivery.sendgrid.webhook_max_age` is refused (a captured batch
@@ -35,14 +36,13 @@ from ..store import events as store_events
 from ..store import subscribers as store_subscribers
 from ..subscribers import rules
 from . import custom_args
+from .acceptance import ACCEPTED, resolve_unknown
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-HANDLED = frozenset(
-    {"bounce", "dropped", "delivered", "spamreport", "unsubscribe", "group_unsubscribe"}
-)
+HANDLED = ACCEPTED | {"spamreport", "unsubscribe", "group_unsubscribe"}
 DEFAULT_MAX_AGE = 600  # seconds; the setting is delivery.sendgrid.webhook_max_age
 # SendGrid's events are flat objects with a list or two (categories): far below this.
 MAX_EVENT_DEPTH = 16
@@ -136,6 +136,8 @@ class WebhookReport:
     applied: int = 0  # events acted on for the first time
     replayed: int = 0  # seen before: nothing done
     ignored: int = 0  # event types we do not act on, or entries that are not events
+    unknown_resolved: int = 0  # `unknown` ledger rows now `sent`: SendGrid had the message
+    noted_in_flight: int = 0  # the same word for `submitting` rows: kept until they are unknown
     invalid: int = 0  # events we act on that could not be read or checked: skipped, logged
     status_changes: int = 0
     ledger_updates: int = 0
@@ -150,6 +152,8 @@ class WebhookReport:
             "invalid": self.invalid,
             "status_changes": self.status_changes,
             "ledger_updates": self.ledger_updates,
+            "unknown_resolved": self.unknown_resolved,
+            "noted_in_flight": self.noted_in_flight,
         }
 
 
@@ -384,6 +388,10 @@ def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookRep
             db, issue_id, int(subscriber_id), delivery, at or store_events.now()
         ):
             report.ledger_updates += 1
+    if event.get("event") in ACCEPTED:
+        outcome = resolve_unknown(db, event, at)  # 'resolved', 'noted' or None
+        report.unknown_resolved += outcome == "resolved"
+        report.noted_in_flight += outcome == "noted"
 
 
 class WebhookReceiver:

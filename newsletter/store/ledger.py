@@ -133,6 +133,19 @@ def move_state(
             "WHERE issue_id = ? AND state = ?",
             (to_state, reason, now(), issue_id, from_state),
         )
+        if to_state == UNKNOWN:
+            settle_noted_unknown(db, issue_id)
+    return cur.rowcount
+
+
+def settle_noted_unknown(db: Database, issue_id: str) -> int:
+    """`unknown` rows whose acceptance the provider reported while they were still `submitting`
+    (`events.accept_unknown` noted it) → `sent`, with that word as the reason; how many."""
+    cur = db.conn.execute(
+        "UPDATE ledger SET state = 'sent', reason = accepted_note, updated_at = ? "
+        "WHERE issue_id = ? AND state = 'unknown' AND accepted_note IS NOT NULL",
+        (now(), issue_id),
+    )
     return cur.rowcount
 
 
@@ -206,9 +219,9 @@ def claim(
         # so one range UPDATE claims exactly them (the skipped ones are no longer pending).
         db.conn.execute(
             "UPDATE ledger SET state = 'submitting', batch_no = ?, attempts = attempts + 1, "
-            "reason = NULL, updated_at = ? WHERE issue_id = ? AND state = 'pending' "
-            "AND segment = ? AND subscriber_id BETWEEN ? AND ?",
-            (batch_no, at, issue_id, segment, rows[0][0], rows[-1][0]),
+            "reason = NULL, updated_at = ?, submitted_at = ? WHERE issue_id = ? "
+            "AND state = 'pending' AND segment = ? AND subscriber_id BETWEEN ? AND ?",
+            (batch_no, at, at, issue_id, segment, rows[0][0], rows[-1][0]),
         )
     claimed = [
         ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
@@ -217,13 +230,13 @@ def claim(
 
 
 def add_attempt(db: Database, issue_id: str, subscriber_ids: Iterable[int]) -> None:
-    """Count one more attempt for rows about to be submitted again (a retry)."""
+    """Count one more attempt for rows about to be submitted again (a retry), from now."""
     at = now()
     with db.transaction():
         db.conn.executemany(
-            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? "
+            "UPDATE ledger SET attempts = attempts + 1, updated_at = ?, submitted_at = ? "
             "WHERE issue_id = ? AND subscriber_id = ?",
-            ((at, issue_id, sid) for sid in subscriber_ids),
+            ((at, at, issue_id, sid) for sid in subscriber_ids),
         )
 
 
@@ -272,6 +285,8 @@ def record(
                     "WHERE issue_id = ? AND subscriber_id = ?",
                     ((state, reason, at, issue_id, sid) for sid, reason in reasons.items()),
                 )
+        if unknown:
+            settle_noted_unknown(db, issue_id)
         db.conn.executemany(
             "UPDATE ledger SET state = 'pending', updated_at = ? "
             "WHERE issue_id = ? AND subscriber_id = ?",

@@ -202,4 +202,14 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER consents_are_append_only_delete BEFORE DELETE ON consents
         BEGIN SELECT RAISE(ABORT, 'the consent record is append-only'); END;
     """,
+    # 4: the provider's word on `unknown` rows. `submitted_at`: when the row was last submitted
+    # (set when its batch is claimed, and again before a retry), so that `send --retry-unknown`
+    # can wait `delivery.unknown_grace` after it for the webhook to say the message was
+    # accepted; rows from before have none and fall back to `updated_at`, which is later.
+    # `accepted_note`: such word that came while the row was still `submitting` (a crashed
+    # send's batch, until the next send recovers it): applied when the row becomes `unknown`.
+    """
+    ALTER TABLE ledger ADD COLUMN submitted_at TEXT;
+    ALTER TABLE ledger ADD COLUMN accepted_note TEXT;
+    """,
 ]
