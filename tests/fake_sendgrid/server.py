@@ -360,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _mail_send(self) -> None:
         state = self.state
         state.note_request()
+        started = time.monotonic()
+        status: int | None = None
         try:
             try:
                 body, too_large = self._read_body()
@@ -367,6 +369,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._abort()
                 return
             entry = state.pop_script()
+            if entry is None or "status" in entry:
+                # A provider's pace: the answer comes after the latency (and the upload time at
+                # the bandwidth); each connection has its own thread, so holds overlap.
+                state.hold(state.pace_seconds(len(body)))
             if entry is None:
                 status, response, payload = self._evaluate_mail_send(body, too_large)
                 self._answer_mail_send(status, response, payload)
@@ -389,6 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
                     state.note_dropped()
                     self._abort(rst=bool(entry.get("reset")))
         finally:
+            state.note_answered(started, status)
             state.note_completed()
 
     def _evaluate_mail_send(
