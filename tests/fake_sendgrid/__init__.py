@@ -67,11 +67,11 @@ from .server import (
     AUTH_REQUIRED_MESSAGE,
     FORBIDDEN_MESSAGE,
     LOOPBACK,
-    MAX_BODY_BYTES,
     UNAUTHORIZED_MESSAGE,
 )
 from .spec import default_spec_dir, load_mail_send_schema
 from .state import (
+    MAX_BODY_BYTES,
     RECORD_MODES,
     SUPPRESSION_KINDS,
     TEST_API_KEY,

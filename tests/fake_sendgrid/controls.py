@@ -63,22 +63,27 @@ class Controls:
         api_key: str | None = None,
         latency_ms: float | None = None,
         bandwidth: float | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         """``forbidden=True``: mail sends get 403 (unverified sender); ``api_key``: change key;
         ``latency_ms``: hold each mail send that long before answering; ``bandwidth``: bytes a
-        second of each request's upload, added to the hold. None leaves a mode as it is."""
+        second of each request's upload, added to the hold; ``max_body_bytes``: a lower size
+        limit than SendGrid's 30 MB (413 from that size on), so that a test sees a body split
+        without building 30 MB. None leaves a mode as it is; reset() restores them all."""
         self._control(
             "set_mode",
             forbidden=forbidden,
             api_key=api_key,
             latency_ms=latency_ms,
             bandwidth=bandwidth,
+            max_body_bytes=max_body_bytes,
         )
 
     def send_times(self) -> list[dict[str, Any]]:
-        """Each mail send in the order answered: ``{"started", "answered", "status"}``, the
-        server's ``time.monotonic()`` when its handling began and when it was answered (status
-        None: closed without an answer), so a test sees which requests overlapped."""
+        """Each mail send in the order answered: ``{"started", "answered", "status", "bytes"}``:
+        the server's ``time.monotonic()`` when its handling began and when it was answered (so
+        a test sees which requests overlapped), the status (None: closed without an answer) and
+        the body's size as sent (gzipped, if it was)."""
         return self._control("send_times")
 
 

@@ -23,6 +23,9 @@ RECORD_MODES = ("full", "recipients", "counts")
 SUPPRESSION_KINDS = ("unsubscribes", "bounces", "spam_reports", "invalid_emails", "blocks")
 WAIT_EVENTS = ("in_flight", "requests", "accepted", "completed")
 
+# "The total size of your email, including attachments, must be less than 30MB" (Mail Send
+# limitations), in decimal megabytes: a body of this many bytes or more is refused (413).
+MAX_BODY_BYTES = 30_000_000
 DEFAULT_HANG_SECONDS = 30.0
 MAX_WAIT_SECONDS = 300.0
 
@@ -135,8 +138,9 @@ class ServerState:
         self.api_key = self.configured_api_key
         self.forbidden = False
         self.latency_ms, self.bandwidth = self.configured_pace
+        self.max_body_bytes = MAX_BODY_BYTES
         self.release_generation = 0  # release() bumps it: every held request is let go
-        self.send_log: list[dict[str, Any]] = []  # per mail send: started, answered, status
+        self.send_log: list[dict[str, Any]] = []  # per mail send: times, status, size
         self.script_queue: deque[dict[str, Any]] = deque()
         self.requests = 0
         self.completed = 0
@@ -271,12 +275,13 @@ class ServerState:
                 self.in_flight -= 1
                 self.cond.notify_all()
 
-    def note_answered(self, started: float, status: int | None) -> None:
-        """A mail send that came at `started` (time.monotonic) is answered now (status None:
-        closed without an answer)."""
+    def note_answered(self, started: float, status: int | None, size: int) -> None:
+        """A mail send of `size` bytes (as sent, maybe gzipped) that came at `started`
+        (time.monotonic) is answered now (status None: closed without an answer)."""
         answered = time.monotonic()
+        entry = {"started": started, "answered": answered, "status": status, "bytes": size}
         with self.cond:
-            self.send_log.append({"started": started, "answered": answered, "status": status})
+            self.send_log.append(entry)
 
     def begin_stop(self) -> None:
         with self.cond:
@@ -389,7 +394,12 @@ class ServerState:
         api_key: str | None = None,
         latency_ms: float | None = None,
         bandwidth: float | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
+        if max_body_bytes is not None and (not is_int(max_body_bytes) or max_body_bytes < 1):
+            raise FakeSendGridError(
+                f"max_body_bytes must be a positive integer: {max_body_bytes!r}"
+            )
         if forbidden is not None and not isinstance(forbidden, bool):
             raise FakeSendGridError("forbidden must be a boolean")
         if api_key is not None and not isinstance(api_key, str):
@@ -404,6 +414,8 @@ class ServerState:
                 self.latency_ms = float(latency_ms)
             if bandwidth is not None:
                 self.bandwidth = bandwidth
+            if max_body_bytes is not None:
+                self.max_body_bytes = max_body_bytes
 
     def send_times(self) -> list[dict[str, Any]]:
         with self.cond:
