@@ -232,3 +232,38 @@ def test_personalization_problem_counts_utf8_bytes():
     assert request_body.personalization_problem(subs) is None
     subs["substitutions"]["%%a%%"] += "x"
     assert "personal values take 10,001 bytes" in request_body.personalization_problem(subs)
+
+
+def test_a_split_batch_interrupted_mid_way_resumes_without_resending(settings, fake):
+    """The second of a split batch's requests is lost after SendGrid took it: its recipients
+    are unknown, the first request's stay sent and the third's were never tried (pending); a
+    second send delivers only those."""
+    limit = 45_000  # the example issue's content and about 6 personalizations a request
+    fake.set_mode(max_body_bytes=limit)
+    db = database(settings)
+    add_many(db, 40)
+
+    class LoseSecond(SendGridBackend):
+        def _send_mail(self, data, personalizations):
+            if self.requests == 1:  # SendGrid accepts the second request, its answer is lost
+                fake.script([{"drop": True, "accept": True}])
+            return super()._send_mail(data, personalizations)
+
+    backend = LoseSecond(settings)
+    backend.max_request_bytes = limit
+    with pytest.raises(Exception, match="may or may not"):
+        send_issue(settings, db, ISSUE, backend=backend, retry=QUICK, sleep=lambda s: None)
+
+    first, second = fake.accepted()
+    counts = store.counts(db, ISSUE)
+    assert counts["sent"] == len(first["recipients"])
+    assert counts["unknown"] == len(second["recipients"])
+    assert counts["pending"] == 40 - len(first["recipients"]) - len(second["recipients"]) > 0
+
+    backend = SendGridBackend(settings)
+    backend.max_request_bytes = limit
+    send_issue(settings, db, ISSUE, backend=backend, retry=QUICK, sleep=lambda s: None)
+
+    assert duplicates(fake.recipients()) == []  # nobody twice
+    assert sorted(fake.recipients()) == sorted(f"user{i}@example.org" for i in range(40))
+    assert store.counts(db, ISSUE) == {"sent": 40 - counts["unknown"], "unknown": counts["unknown"]}
