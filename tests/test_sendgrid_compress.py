@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 
 import pytest
 import sendgrid
@@ -14,6 +15,8 @@ from python_http_client.exceptions import HTTPError
 
 from newsletter.delivery import RetryPolicy, send_issue
 from newsletter.delivery.backends.sendgrid import SendGridBackend
+from newsletter.delivery.batch import Batch, BatchResult, Recipient
+from newsletter.render import RenderedEmail
 from newsletter.sendgrid import request_body
 from newsletter.sendgrid.client import JsonPoster
 from newsletter.store import ledger as store
@@ -150,3 +153,50 @@ def test_the_size_limit_holds_for_the_json_inside_the_gzip(fake):
     assert len(data) < 1_000
     assert status_of(fake, data) == 413
     assert status_of(fake, request_body.compress(request_body.encode(BODY))) == 202
+
+
+def batch_of(addresses: list[str]) -> Batch:
+    email = RenderedEmail(
+        subject="Hello", preheader="", html="<p>Hello</p>" * 200, text="Hello " * 500,
+        summary_ids=(), journals=(),
+    )  # fmt: skip
+    values = {
+        "name": "Reader",
+        "topics": "genetics",
+        "preferences_url": "https://news.example.org/preferences/t",
+        "unsubscribe_url": "https://news.example.org/unsubscribe/t",
+    }
+    recipients = [Recipient(i + 1, a, "Reader", values) for i, a in enumerate(addresses)]
+    return Batch(issue_id=ISSUE, number=1, email=email, recipients=recipients, subject="Hello")
+
+
+def test_two_backends_in_two_threads_keep_their_own_requests(workspace, fake):
+    """One SendGridBackend a worker thread: two of them, one compressing, send at the same time
+    (both held by the fake's latency until both are in) and neither's client, headers or
+    encoding leaks into the other's request."""
+    gzipping = SendGridBackend(sendgrid_settings(workspace, compress=True))
+    plain = SendGridBackend(sendgrid_settings(workspace, compress=False))
+    assert gzipping.client is not plain.client
+    fake.set_mode(latency_ms=60_000)
+    results = {"gzip": BatchResult(), "plain": BatchResult()}
+    batches = {"gzip": batch_of(["g@example.org"]), "plain": batch_of(["p@example.org"])}
+    threads = [
+        threading.Thread(target=backend.deliver, args=(batches[key], results[key]))
+        for key, backend in (("gzip", gzipping), ("plain", plain))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        both_in_flight = fake.wait_for("in_flight", n=2, timeout=20)
+    finally:
+        fake.release()
+        for thread in threads:
+            thread.join(30)
+    assert both_in_flight
+    assert results["gzip"].sent and results["plain"].sent
+    by_address = {r["recipients"][0]: r["payload"] for r in fake.accepted()}
+    assert set(by_address) == {"g@example.org", "p@example.org"}
+    sizes = sorted(t["bytes"] for t in fake.send_times())
+    plain_json = len(request_body.encode(by_address["p@example.org"]))
+    assert sizes[1] == plain_json  # the plain one went as JSON
+    assert sizes[0] * 4 < plain_json  # the other one gzipped
