@@ -7,9 +7,10 @@ substitutions and custom args):
 
 - the whole request must be less than 30 MB: `split` says how to send a body that is not as
   several smaller requests, and which personalizations are too large to go in any;
-- a personalization's custom args (with the message-level ones) must take less than 10,000 bytes,
-  and its substitutions at most 10,000 bytes: `personalization_problem` names what SendGrid
-  would refuse, so that recipient fails alone before the request leaves.
+- a personalization's custom args (with the message-level ones) must take less than 10,000
+  bytes: `personalization_problem` says so, and that recipient fails alone before the request
+  leaves. (Substitutions over their own 10,000 bytes, from a name stored before names were
+  limited, are left to SendGrid's 400, which fails that recipient alone just the same.)
 
 Sizes count UTF-8 bytes of keys and values, as SendGrid does.
 """
@@ -26,7 +27,6 @@ import orjson
 # smaller still, and the compressed file "can be no more than 30mb").
 MAX_REQUEST_BYTES = 30_000_000
 MAX_CUSTOM_ARGS_BYTES = 10_000  # "must be less than 10000 bytes", message level + personalization
-MAX_SUBSTITUTIONS_BYTES = 10_000  # "may not exceed 10,000 bytes per personalization object"
 GZIP_LEVEL = 1  # ~9x smaller at a quarter of level 6's CPU on a 1000-recipient body (bench_batch)
 
 # A str takes at most 4 UTF-8 bytes a character: a map whose characters number less than a
@@ -46,7 +46,7 @@ def compress(data: bytes) -> bytes:
 
 
 def string_map_bytes(values: Mapping[str, str] | None) -> int:
-    """UTF-8 bytes of a map's keys and values, as SendGrid counts custom args and substitutions."""
+    """UTF-8 bytes of a map's keys and values, as SendGrid counts custom args."""
     if not values:
         return 0
     return len("".join(k + v for k, v in values.items()).encode("utf-8", "surrogatepass"))
@@ -62,22 +62,13 @@ def personalization_problem(personalization: Mapping, message_args_bytes: int = 
     `message_args_bytes` is the size of the body's own custom args, which count with each
     personalization's."""
     args = personalization.get("custom_args")
-    substitutions = personalization.get("substitutions")
-    if (message_args_bytes + _chars(args)) * _MAX_UTF8_PER_CHAR < MAX_CUSTOM_ARGS_BYTES and (
-        _chars(substitutions) * _MAX_UTF8_PER_CHAR <= MAX_SUBSTITUTIONS_BYTES
-    ):
-        return None  # surely within both limits: the usual case, without encoding
+    if (message_args_bytes + _chars(args)) * _MAX_UTF8_PER_CHAR < MAX_CUSTOM_ARGS_BYTES:
+        return None  # surely within the limit: the usual case, without encoding anything
     size = message_args_bytes + string_map_bytes(args)
     if size >= MAX_CUSTOM_ARGS_BYTES:
         return (
             f"its custom args take {size:,} bytes; SendGrid takes less than "
             f"{MAX_CUSTOM_ARGS_BYTES:,} a recipient"
-        )
-    size = string_map_bytes(substitutions)
-    if size > MAX_SUBSTITUTIONS_BYTES:
-        return (
-            f"its personal values take {size:,} bytes; SendGrid takes at most "
-            f"{MAX_SUBSTITUTIONS_BYTES:,} a recipient"
         )
     return None
 
