@@ -6,6 +6,8 @@ proves the split."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from python_http_client.exceptions import HTTPError
 
@@ -264,3 +266,8 @@ def test_a_split_batch_interrupted_mid_way_resumes_without_resending(settings, f
     assert duplicates(fake.recipients()) == []  # nobody twice
     assert sorted(fake.recipients()) == sorted(f"user{i}@example.org" for i in range(40))
     assert store.counts(db, ISSUE) == {"sent": 40 - counts["unknown"], "unknown": counts["unknown"]}
+
+
+def test_a_lone_surrogate_is_encoded_as_the_json_module_would():
+    body = {"subject": "a\ud800b", "personalizations": []}
+    assert json.loads(request_body.encode(body)) == body

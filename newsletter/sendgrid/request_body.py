@@ -3,7 +3,7 @@
 `encode` writes the body as compact UTF-8 JSON with orjson (about four times faster than the
 json module on a 1000-recipient body); `compress` gzips it for `delivery.sendgrid.compress`.
 SendGrid's documented limits ("Mail Send limitations"; the OpenAPI description says the same of
-substitutions and custom args):
+custom args):
 
 - the whole request must be less than 30 MB: `split` says how to send a body that is not as
   several smaller requests, and which personalizations are too large to go in any;
@@ -17,6 +17,7 @@ Sizes count UTF-8 bytes of keys and values, as SendGrid does.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Mapping
 
@@ -36,7 +37,12 @@ _MAX_UTF8_PER_CHAR = 4
 
 def encode(body: Mapping) -> bytes:
     """The body as compact UTF-8 JSON (what the request carries)."""
-    return orjson.dumps(body)
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A lone surrogate, which orjson refuses: written as a \u escape, as the json module
+        # (and so the client, before) always did.
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def compress(data: bytes) -> bytes:

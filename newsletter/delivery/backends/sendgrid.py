@@ -206,6 +206,7 @@ class SendGridBackend(BaseBackend):
                 message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
             for r in group:
                 result.sent[r.key] = message_id
+            result.in_flight = []
         result.in_flight = []
 
     @staticmethod
