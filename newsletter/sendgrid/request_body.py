@@ -59,7 +59,8 @@ def string_map_bytes(values: Mapping[str, str] | None) -> int:
 
 
 def _chars(values: Mapping[str, str] | None) -> int:
-    return sum(len(k) + len(v) for k, v in values.items()) if values else 0
+    # map(len, ...) keeps the loop in C: this runs for every personalization of the send.
+    return sum(map(len, values)) + sum(map(len, values.values())) if values else 0
 
 
 def personalization_problem(personalization: Mapping, message_args_bytes: int = 0) -> str | None:
