@@ -23,7 +23,9 @@ With ``--latency MS`` (``latency_ms=`` in Python, or ``set_mode(latency_ms=...)`
 send is answered MS milliseconds after it came, plus its upload time at ``--bandwidth`` bytes a
 second when given: a real provider's pace. Every connection has its own thread, so requests
 in flight together are held together (``wait_for("in_flight", n=2)`` sees both; ``release()``
-lets them go at once), and ``send_times()`` says when each came and was answered.
+lets them go at once), and ``send_times()`` says when each came and was answered, and its
+size. ``set_mode(max_body_bytes=N)`` lowers the 30,000,000-byte limit on a body (the JSON, once
+a gzipped body is decompressed), so that a test sees a body split without building 30 MB.
 
 Endpoints served (auth: ``Authorization: Bearer <api key>``):
 
