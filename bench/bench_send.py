@@ -1,6 +1,7 @@
 """Benchmark: send the example issue to N synthetic subscribers through the real send path.
 
     python bench/bench_send.py [--subscribers 100000] [--runs 1] [--baseline 1000] [--seed 1]
+        [--latency MS] [--bandwidth BYTES_PER_S] [--concurrency N] [--compress]
 
 Each run happens in a fresh child process (so its peak RSS is its own) and a throw-away workspace
 in a temporary folder: a copy of newsletter.yaml, summaries/, issues/ and templates/, and a CSV of
@@ -21,6 +22,12 @@ the same issue for `--baseline` subscribers, one render and one API request per 
 The last line printed is one JSON object with every figure (medians over the runs, and each
 run). Exit status 1 if any check is a MISMATCH (a missed time target is only reported).
 `--profile FILE` writes cProfile stats of the send (`python -m pstats FILE`).
+
+`--latency MS` (and `--bandwidth BYTES_PER_S`) start the fake with the same options: each mail
+send is answered MS ms after it came, as a real provider's would be (the baseline's fake always
+answers at once). `--concurrency N` writes `delivery.concurrency: N` and `--compress` writes
+`delivery.sendgrid.compress: true` into the run's settings; without them the settings stay as
+the example's.
 """
 
 from __future__ import annotations
@@ -206,17 +213,43 @@ class Observer(SendObserver):
         self.recipients, self.batches = recipients, batches
 
 
-def send_run(subscribers: int, seed: int, profile: str | None = None) -> dict:
+def adjust_settings(ws: Path, concurrency: int | None, compress: bool) -> None:
+    """Write the run's delivery options into its copy of newsletter.yaml, only those given."""
+    if concurrency is None and not compress:
+        return
+    path = ws / "newsletter.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    delivery = data.setdefault("delivery", {})
+    if concurrency is not None:
+        delivery["concurrency"] = concurrency
+    if compress:
+        delivery.setdefault("sendgrid", {})["compress"] = True
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def send_run(
+    subscribers: int,
+    seed: int,
+    profile: str | None = None,
+    *,
+    latency_ms: float = 0.0,
+    bandwidth: float | None = None,
+    concurrency: int | None = None,
+    compress: bool = False,
+) -> dict:
     """One full run (generate, import, send, verify) in this process; returns its figures."""
     with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
         ws = make_workspace(Path(tmp))
+        adjust_settings(ws, concurrency, compress)
         csv_path = Path(tmp) / "subscribers.csv"
         start = time.perf_counter()
         expected = generate(csv_path, subscribers, ws, seed)
         generate_s = time.perf_counter() - start
         imported = import_in_child(ws, csv_path)
 
-        fake = start_fake_sendgrid_process(record="counts")
+        fake = start_fake_sendgrid_process(
+            record="counts", latency_ms=latency_ms, bandwidth=bandwidth
+        )
         try:
             use_fake(fake.url)
             settings = load_settings(ws / "newsletter.yaml")
@@ -248,6 +281,8 @@ def send_run(subscribers: int, seed: int, profile: str | None = None) -> dict:
     deliver_s = sum(t.get(k, 0.0) for k in DELIVER_PARTS)
     figures = {
         "subscribers": subscribers,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency or 1,
         "eligible": expected["eligible"],
         "recipients": sent,
         "segments": segments,
@@ -431,7 +466,14 @@ def report(args, runs: list[dict], baseline: dict | None) -> bool:
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "checks_ok"}
     us = median["send_s"] / median["recipients"] * 1e6
     print()
-    print(f"median of {len(runs)} run(s), {n:,} subscribers ({median['recipients']:,.0f} sent):")
+    pace = f"latency {args.latency:g} ms" + (f", {args.bandwidth:g} B/s" if args.bandwidth else "")
+    options = f"concurrency {args.concurrency or 'as configured'}" + (
+        ", gzip" if args.compress else ""
+    )
+    print(
+        f"median of {len(runs)} run(s), {n:,} subscribers ({median['recipients']:,.0f} sent), "
+        f"{pace}, {options}:"
+    )
     for phase in PHASES:
         secs = median[f"{phase}_s"]
         count = n if phase == "import" else median["recipients"]
@@ -490,6 +532,18 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="FILE", help="write cProfile stats of the send (of the last run)"
     )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="MS", help="the fake answers after MS ms"
+    )
+    parser.add_argument(
+        "--bandwidth", type=float, metavar="BYTES_PER_S", help="the fake's upload bandwidth"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, metavar="N", help="write delivery.concurrency: N (when given)"
+    )
+    parser.add_argument(
+        "--compress", action="store_true", help="write delivery.sendgrid.compress: true"
+    )
     # Internal: what the child processes run.
     parser.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
@@ -499,7 +553,16 @@ def main() -> None:
     if args.import_worker:
         import_worker(*args.import_worker)
     elif args.run_worker:
-        print(json.dumps(send_run(args.subscribers, args.seed, args.profile)))
+        figures = send_run(
+            args.subscribers,
+            args.seed,
+            args.profile,
+            latency_ms=args.latency,
+            bandwidth=args.bandwidth,
+            concurrency=args.concurrency,
+            compress=args.compress,
+        )
+        print(json.dumps(figures))
     elif args.baseline_worker:
         print(json.dumps(baseline_run(args.baseline, args.seed)))
     else:
@@ -508,6 +571,13 @@ def main() -> None:
         for number in range(1, args.runs + 1):
             print(f"--- run {number} of {args.runs}", flush=True)
             extra = ["--profile", args.profile] if args.profile else []
+            extra += ["--latency", str(args.latency)]
+            if args.bandwidth:
+                extra += ["--bandwidth", str(args.bandwidth)]
+            if args.concurrency is not None:
+                extra += ["--concurrency", str(args.concurrency)]
+            if args.compress:
+                extra.append("--compress")
             runs.append(
                 child(["--run-worker", "--subscribers", str(args.subscribers), *common, *extra])
             )

@@ -12,16 +12,27 @@ like SendGrid. It runs in-process::
 or as a separate process (for end-to-end runs and benchmarks)::
 
     python -m tests.fake_sendgrid --port 0 [--record full|recipients|counts] [--api-key KEY]
+        [--latency MS] [--bandwidth BYTES_PER_S]
 
 which prints one line ``READY http://127.0.0.1:PORT``; from Python use
-``start_fake_sendgrid_process()``. Both are driven through the same ten control methods
+``start_fake_sendgrid_process()``. Both are driven through the same control methods
 (`controls.Controls`): script, release, wait_for, accepted, recipients, stats, reset,
-set_suppressions, suppression_requests, set_mode.
+set_suppressions, suppression_requests, set_mode, send_times.
+
+With ``--latency MS`` (``latency_ms=`` in Python, or ``set_mode(latency_ms=...)``) each mail
+send is answered MS milliseconds after it came, plus its upload time at ``--bandwidth`` bytes a
+second when given: a real provider's pace. Every connection has its own thread, so requests
+in flight together are held together (``wait_for("in_flight", n=2)`` sees both; ``release()``
+lets them go at once), and ``send_times()`` says when each came and was answered, and its
+size. ``set_mode(max_body_bytes=N)`` lowers the 30,000,000-byte limit on a body (the JSON, once
+a gzipped body is decompressed), so that a test sees a body split without building 30 MB.
 
 Endpoints served (auth: ``Authorization: Bearer <api key>``):
 
 * ``POST /v3/mail/send`` - validated like SendGrid (400 with every problem listed), 401/403/413,
-  202 with ``X-Message-Id`` on success (200 without recording in sandbox mode).
+  202 with ``X-Message-Id`` on success (200 without recording in sandbox mode). A body with
+  ``Content-Encoding: gzip`` is decompressed first (a corrupt one: 400); the 30 MB limit
+  applies to the JSON inside.
 * ``POST /v3/mail/batch`` - 201 ``{"batch_id": ...}``; ``GET /v3/mail/batch/{id}`` - 200 or 400
   ``invalid batch id`` (the spec lists 400, not 404, for an unknown batch id on this GET).
 * ``GET /v3/suppression/{unsubscribes,bounces,spam_reports,invalid_emails,blocks}`` with
@@ -58,11 +69,11 @@ from .server import (
     AUTH_REQUIRED_MESSAGE,
     FORBIDDEN_MESSAGE,
     LOOPBACK,
-    MAX_BODY_BYTES,
     UNAUTHORIZED_MESSAGE,
 )
 from .spec import default_spec_dir, load_mail_send_schema
 from .state import (
+    MAX_BODY_BYTES,
     RECORD_MODES,
     SUPPRESSION_KINDS,
     TEST_API_KEY,

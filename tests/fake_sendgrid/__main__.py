@@ -1,4 +1,5 @@
-"""``python -m tests.fake_sendgrid --port 0 [--record full|recipients|counts] [--api-key KEY]``
+"""``python -m tests.fake_sendgrid --port 0 [--record full|recipients|counts] [--api-key KEY]
+[--latency MS] [--bandwidth BYTES_PER_S]``
 
 Serves the fake on 127.0.0.1, prints exactly one line ``READY http://127.0.0.1:PORT`` once it
 listens, and serves until SIGTERM/SIGINT, ``POST /_fake/shutdown`` or (with
@@ -28,11 +29,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", choices=RECORD_MODES, default="full")
     parser.add_argument("--api-key", default=TEST_API_KEY)
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="answer each mail send MS milliseconds after it came (concurrent ones overlap)",
+    )
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        metavar="BYTES_PER_S",
+        help="also hold each mail send for its upload time at this many bytes a second",
+    )
+    parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
         help="also stop when stdin reaches end of file (the parent process went away)",
     )
     args = parser.parse_args(argv)
+    if args.latency < 0 or (args.bandwidth is not None and args.bandwidth <= 0):
+        parser.error("--latency must be 0 or more and --bandwidth more than 0")
 
     stop = threading.Event()
 
@@ -44,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    fake = FakeSendGrid(args.port, api_key=args.api_key, record=args.record, on_shutdown=stop.set)
+    fake = FakeSendGrid(
+        args.port,
+        api_key=args.api_key,
+        record=args.record,
+        latency_ms=args.latency,
+        bandwidth=args.bandwidth,
+        on_shutdown=stop.set,
+    )
     fake.start()
     try:
         if args.exit_on_stdin_eof:

@@ -1,4 +1,4 @@
-"""The ten control operations a test has on a fake server, written once.
+"""The control operations a test has on a fake server, written once.
 
 `FakeSendGrid` (in this process) and `FakeSendGridControl` (over HTTP, also the base of
 `FakeSendGridProcess`) both derive from `Controls` and supply one method,
@@ -22,7 +22,7 @@ class Controls:
         self._control("script", responses=responses)
 
     def release(self) -> None:
-        """Release every request currently held by a scripted hang."""
+        """Release every request currently held by a scripted hang or by the latency."""
         self._control("release")
 
     def wait_for(self, event: str, timeout: float = 10.0, n: int | None = None) -> bool:
@@ -57,9 +57,34 @@ class Controls:
         """``{"kind", "path", "query", "status"}`` for each suppression-list GET."""
         return self._control("suppression_requests")
 
-    def set_mode(self, forbidden: bool | None = None, api_key: str | None = None) -> None:
-        """``forbidden=True``: mail sends get 403 (unverified sender); ``api_key``: change key."""
-        self._control("set_mode", forbidden=forbidden, api_key=api_key)
+    def set_mode(
+        self,
+        forbidden: bool | None = None,
+        api_key: str | None = None,
+        latency_ms: float | None = None,
+        bandwidth: float | None = None,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        """``forbidden=True``: mail sends get 403 (unverified sender); ``api_key``: change key;
+        ``latency_ms``: hold each mail send that long before answering; ``bandwidth``: bytes a
+        second of each request's upload, added to the hold; ``max_body_bytes``: a lower size
+        limit than SendGrid's 30 MB (413 from that size on), so that a test sees a body split
+        without building 30 MB. None leaves a mode as it is; reset() restores them all."""
+        self._control(
+            "set_mode",
+            forbidden=forbidden,
+            api_key=api_key,
+            latency_ms=latency_ms,
+            bandwidth=bandwidth,
+            max_body_bytes=max_body_bytes,
+        )
+
+    def send_times(self) -> list[dict[str, Any]]:
+        """Each mail send in the order answered: ``{"started", "answered", "status", "bytes"}``:
+        the server's ``time.monotonic()`` when its handling began and when it was answered (so
+        a test sees which requests overlapped), the status (None: closed without an answer) and
+        the body's size as sent (gzipped, if it was)."""
+        return self._control("send_times")
 
 
 # The names of the control operations: the public methods above, which are also methods of

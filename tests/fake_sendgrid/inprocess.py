@@ -21,9 +21,13 @@ class FakeSendGrid(Controls):
         *,
         api_key: str = TEST_API_KEY,
         record: str = "full",
+        latency_ms: float = 0.0,
+        bandwidth: float | None = None,
         on_shutdown=None,
     ) -> None:
-        self._state = ServerState(api_key, record)
+        """`latency_ms`: each mail send is answered that long after it came (plus its upload
+        time at `bandwidth` bytes a second, when given)."""
+        self._state = ServerState(api_key, record, latency_ms=latency_ms, bandwidth=bandwidth)
         self._port = port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None

@@ -140,8 +140,11 @@ def start_fake_sendgrid_process(
     *,
     port: int = 0,
     timeout: float = 10.0,
+    latency_ms: float = 0.0,
+    bandwidth: float | None = None,
 ) -> FakeSendGridProcess:
     """Start ``python -m tests.fake_sendgrid`` and wait (up to ``timeout``) for its READY line.
+    `latency_ms` and `bandwidth` are its ``--latency`` and ``--bandwidth``.
 
     The child exits when stopped, on SIGTERM/SIGINT, or when this process dies (its stdin
     pipe closes).
@@ -159,7 +162,11 @@ def start_fake_sendgrid_process(
         "--api-key",
         api_key,
         "--exit-on-stdin-eof",
+        "--latency",
+        str(latency_ms),
     ]
+    if bandwidth is not None:
+        command += ["--bandwidth", str(bandwidth)]
     process = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPOSITORY
     )

@@ -31,7 +31,6 @@ from .state import DEFAULT_HANG_SECONDS, SUPPRESSION_KINDS, FakeSendGridError, S
 from .validation import validate_mail_send
 
 LOOPBACK = "127.0.0.1"
-MAX_BODY_BYTES = 30 * 1024 * 1024  # "The total size of your email ... must be less than 30MB"
 MAX_SUPPRESSION_PAGE = 500  # the default page size when the query gives no limit
 
 UNAUTHORIZED_MESSAGE = "The provided authorization grant is invalid, expired, or revoked"
@@ -83,6 +82,14 @@ def _is_sandbox(payload: dict[str, Any]) -> bool:
         return False
     sandbox = settings.get("sandbox_mode")
     return isinstance(sandbox, dict) and sandbox.get("enable") is True
+
+
+def _declared_length(headers) -> int:
+    """The request's Content-Length, or 0 (a body too large to keep was drained unread)."""
+    try:
+        return max(0, int(headers.get("Content-Length") or 0))
+    except ValueError:
+        return 0
 
 
 class _BodyError(Exception):
@@ -205,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BodyError("bad Content-Length") from None
         if length < 0:
             raise _BodyError("bad Content-Length")
-        if length > MAX_BODY_BYTES:
+        if length >= self.state.max_body_bytes:
             remaining = length
             while remaining:
                 chunk = self.rfile.read(min(remaining, 1 << 20))
@@ -238,9 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _BodyError("client went away")
             self.rfile.readline(3)
             total += size
-            if total <= MAX_BODY_BYTES:
+            if total < self.state.max_body_bytes:
                 parts.append(data)
-        if total > MAX_BODY_BYTES:
+        if total >= self.state.max_body_bytes:
             return b"", True
         return b"".join(parts), False
 
@@ -251,13 +258,16 @@ class _Handler(BaseHTTPRequestHandler):
             return body, None
         if encoding != "gzip":
             return None, 415
+        limit = self.state.max_body_bytes
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            data = decompressor.decompress(body, MAX_BODY_BYTES + 1)
+            data = decompressor.decompress(body, limit)  # no more than the limit, however small
         except zlib.error:
-            return None, 400
-        if len(data) > MAX_BODY_BYTES:
-            return None, 413
+            return None, 400  # not gzip, or corrupt
+        if len(data) >= limit:
+            return None, 413  # the JSON inside is held to the limit, not the compressed bytes
+        if not decompressor.eof:
+            return None, 400  # cut short
         return data, None
 
     def _send(
@@ -360,6 +370,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _mail_send(self) -> None:
         state = self.state
         state.note_request()
+        started = time.monotonic()
+        body = b""
+        noted = False
+
+        def note_answer(status: int | None) -> None:
+            # Noted before the answer is written: once the client has it, the log holds it.
+            nonlocal noted
+            if not noted:
+                noted = True
+                size = len(body) or _declared_length(self.headers)
+                state.note_answered(started, status, size)
+
         try:
             try:
                 body, too_large = self._read_body()
@@ -367,8 +389,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._abort()
                 return
             entry = state.pop_script()
+            if entry is None or "status" in entry:
+                # A provider's pace: the answer comes after the latency (and the upload time at
+                # the bandwidth); each connection has its own thread, so holds overlap.
+                state.hold(state.pace_seconds(len(body)))
             if entry is None:
                 status, response, payload = self._evaluate_mail_send(body, too_large)
+                note_answer(status)
                 self._answer_mail_send(status, response, payload)
             elif "status" in entry:
                 status = entry["status"]
@@ -376,6 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if response is None:
                     response = _error_body(_ERROR_MESSAGES.get(status, _phrase(status)))
                 state.note_response(status)
+                note_answer(status)
                 self._send(status, response, entry.get("headers"))
             else:
                 if entry.get("accept"):
@@ -389,6 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
                     state.note_dropped()
                     self._abort(rst=bool(entry.get("reset")))
         finally:
+            note_answer(None)  # closed without an answer (a hang, a drop, a broken body)
             state.note_completed()
 
     def _evaluate_mail_send(

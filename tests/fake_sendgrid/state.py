@@ -1,5 +1,6 @@
 """Everything one fake SendGrid server remembers: counters, accepted messages, the script of
-failures to play, suppression lists, batch ids, modes; and the ten control operations on it.
+failures to play, suppression lists, batch ids, modes (key, forbidden, latency, bandwidth), when
+each mail send came and was answered; and the control operations on it.
 
 One condition variable guards it all, so a test thread can wait (`wait_for`) while the server's
 request threads change it.
@@ -13,6 +14,7 @@ import secrets
 import socket
 import string
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -21,6 +23,9 @@ RECORD_MODES = ("full", "recipients", "counts")
 SUPPRESSION_KINDS = ("unsubscribes", "bounces", "spam_reports", "invalid_emails", "blocks")
 WAIT_EVENTS = ("in_flight", "requests", "accepted", "completed")
 
+# "The total size of your email, including attachments, must be less than 30MB" (Mail Send
+# limitations), in decimal megabytes: a body of this many bytes or more is refused (413).
+MAX_BODY_BYTES = 30_000_000
 DEFAULT_HANG_SECONDS = 30.0
 MAX_WAIT_SECONDS = 300.0
 
@@ -88,6 +93,15 @@ def _check_script_entry(entry: Any) -> dict[str, Any]:
     return copy.deepcopy(entry)
 
 
+def _check_pace(latency_ms: Any, bandwidth: Any) -> None:
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or latency_ms < 0:
+        raise FakeSendGridError(f"latency_ms must be a non-negative number, got {latency_ms!r}")
+    if bandwidth is not None and (
+        isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0
+    ):
+        raise FakeSendGridError(f"bandwidth must be a positive number (bytes/s), got {bandwidth!r}")
+
+
 def _new_message_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -100,11 +114,20 @@ def _new_batch_id() -> str:
 class ServerState:
     """All mutable state of one fake server, guarded by one condition variable."""
 
-    def __init__(self, api_key: str, record: str) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        record: str,
+        *,
+        latency_ms: float = 0.0,
+        bandwidth: float | None = None,
+    ) -> None:
         if record not in RECORD_MODES:
             raise ValueError(f"record must be one of {RECORD_MODES}, got {record!r}")
+        _check_pace(latency_ms, bandwidth)
         self.cond = threading.Condition()
         self.configured_api_key = api_key
+        self.configured_pace = (float(latency_ms), bandwidth)
         self.record = record
         self.stopping = False
         self.hang_wakers: set[socket.socket] = set()
@@ -114,6 +137,10 @@ class ServerState:
     def _reset_locked(self) -> None:
         self.api_key = self.configured_api_key
         self.forbidden = False
+        self.latency_ms, self.bandwidth = self.configured_pace
+        self.max_body_bytes = MAX_BODY_BYTES
+        self.release_generation = 0  # release() bumps it: every held request is let go
+        self.send_log: list[dict[str, Any]] = []  # per mail send: times, status, size
         self.script_queue: deque[dict[str, Any]] = deque()
         self.requests = 0
         self.completed = 0
@@ -222,6 +249,40 @@ class ServerState:
         with self.cond:
             self.dropped += 1
 
+    def pace_seconds(self, body_bytes: int) -> float:
+        """How long a mail send of `body_bytes` is held before its answer: the latency, plus
+        the upload time at the bandwidth (each request has the bandwidth to itself)."""
+        with self.cond:
+            seconds = self.latency_ms / 1000
+            if self.bandwidth:
+                seconds += body_bytes / self.bandwidth
+            return seconds
+
+    def hold(self, seconds: float) -> None:
+        """Hold a request for `seconds`, counted `in_flight`; release() or stopping ends it
+        early. Requests on other connections are held at the same time (a thread each)."""
+        if seconds <= 0:
+            return
+        with self.cond:
+            generation = self.release_generation
+            self.in_flight += 1
+            self.cond.notify_all()
+            try:
+                self.cond.wait_for(
+                    lambda: self.release_generation != generation or self.stopping, seconds
+                )
+            finally:
+                self.in_flight -= 1
+                self.cond.notify_all()
+
+    def note_answered(self, started: float, status: int | None, size: int) -> None:
+        """A mail send of `size` bytes (as sent, maybe gzipped) that came at `started`
+        (time.monotonic) is answered now (status None: closed without an answer)."""
+        answered = time.monotonic()
+        entry = {"started": started, "answered": answered, "status": status, "bytes": size}
+        with self.cond:
+            self.send_log.append(entry)
+
     def begin_stop(self) -> None:
         with self.cond:
             self.stopping = True
@@ -240,6 +301,8 @@ class ServerState:
     def release(self) -> None:
         with self.cond:
             self._wake_hangs_locked()
+            self.release_generation += 1
+            self.cond.notify_all()
 
     def wait_for(self, event: str, timeout: float = 10.0, n: int | None = None) -> bool:
         if event not in WAIT_EVENTS:
@@ -325,13 +388,35 @@ class ServerState:
         with self.cond:
             return copy.deepcopy(self.suppression_log)
 
-    def set_mode(self, forbidden: bool | None = None, api_key: str | None = None) -> None:
+    def set_mode(
+        self,
+        forbidden: bool | None = None,
+        api_key: str | None = None,
+        latency_ms: float | None = None,
+        bandwidth: float | None = None,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        if max_body_bytes is not None and (not is_int(max_body_bytes) or max_body_bytes < 1):
+            raise FakeSendGridError(
+                f"max_body_bytes must be a positive integer: {max_body_bytes!r}"
+            )
         if forbidden is not None and not isinstance(forbidden, bool):
             raise FakeSendGridError("forbidden must be a boolean")
         if api_key is not None and not isinstance(api_key, str):
             raise FakeSendGridError("api_key must be a string")
+        _check_pace(0 if latency_ms is None else latency_ms, bandwidth)
         with self.cond:
             if forbidden is not None:
                 self.forbidden = forbidden
             if api_key is not None:
                 self.api_key = api_key
+            if latency_ms is not None:
+                self.latency_ms = float(latency_ms)
+            if bandwidth is not None:
+                self.bandwidth = bandwidth
+            if max_body_bytes is not None:
+                self.max_body_bytes = max_body_bytes
+
+    def send_times(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return [dict(entry) for entry in self.send_log]

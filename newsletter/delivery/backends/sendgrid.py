@@ -6,6 +6,11 @@ and `custom_args` naming the issue and subscriber, which is how delivery webhook
 ledger row. The client (key, host, timeout) and what SendGrid's answers mean are
 `newsletter.sendgrid.client`'s; the key is never printed or logged.
 
+Before a request leaves it is held to SendGrid's size limits (`newsletter.sendgrid.request_body`):
+a recipient whose personalization SendGrid would refuse for its size fails alone, and a body of
+30 MB or more goes as several requests. The body is encoded once, with orjson, and gzipped when
+`delivery.sendgrid.compress` is on.
+
 SendGrid refuses a whole request for one bad personalization (400): the recipients it names are
 failed alone and the request is sent again without them, so one recipient's problem never
 stops the batch. Names go as JSON, as stored; SendGrid writes (and encodes) the headers.
@@ -17,10 +22,10 @@ import json
 import re
 
 from ...config import Environment, Settings
-from ...errors import DeliveryError
-from ...sendgrid import custom_args
-from ...sendgrid.client import RecipientsRefused, api_host, call, make_client
-from ..batch import Batch, BatchResult
+from ...errors import DeliveryError, OutcomeUnknown
+from ...sendgrid import custom_args, request_body
+from ...sendgrid.client import JsonPoster, RecipientsRefused, api_host, call, make_client
+from ..batch import Batch, BatchResult, Recipient
 from ..message import LIST_UNSUBSCRIBE_POST, check_sender, list_id, one_line, wire_address
 from .base import BaseBackend
 
@@ -64,6 +69,10 @@ class SendGridBackend(BaseBackend):
         self.timeout = settings.delivery.timeout
         self.max_batch = min(settings.delivery.batch_size, MAX_PERSONALIZATIONS)
         self.sandbox = sandbox
+        self.compress = settings.delivery.sendgrid.compress
+        # SendGrid's limit; a test may lower it (with the fake's) to see a split at small sizes.
+        self.max_request_bytes = request_body.MAX_REQUEST_BYTES
+        self.mail_send = JsonPoster(self.client, "mail", "send")
         self.requests = 0
 
     def __repr__(self) -> str:  # never show the key
@@ -72,32 +81,10 @@ class SendGridBackend(BaseBackend):
     # The request body --------------------------------------------------------------------------
 
     def payload(self, batch: Batch) -> dict:
-        """The mail-send body for one batch, as a dict (the client JSON-encodes it once)."""
+        """The mail-send body for one batch, as a dict (encoded once, by `request_body`)."""
         s = self.settings
-        personalizations = []
-        for r in batch.recipients:
-            to = {"email": r.email}
-            name = to_name(r.name)
-            if name:
-                to["name"] = name
-            args = {custom_args.ISSUE: batch.issue_id}
-            if r.subscriber_id is None:
-                args[custom_args.PROOF] = "true"
-            else:
-                args[custom_args.SUBSCRIBER] = str(r.subscriber_id)
-            personalizations.append(
-                {
-                    "to": [to],
-                    "substitutions": batch.email.substitutions(r.values),
-                    "headers": {
-                        "List-Unsubscribe": f"<{r.unsubscribe_url}>",  # our own URL: one line
-                        "List-Unsubscribe-Post": LIST_UNSUBSCRIBE_POST,
-                    },
-                    "custom_args": args,
-                }
-            )
         body: dict = {
-            "personalizations": personalizations,
+            "personalizations": self.personalizations(batch),
             "from": {"email": s.sender.email, "name": one_line(s.sender.name)},
             "subject": one_line(batch.subject),
             "content": [
@@ -106,20 +93,66 @@ class SendGridBackend(BaseBackend):
             ],
             "categories": ["newsletter-proof" if batch.proof else "newsletter", batch.issue_id],
             "headers": {"List-Id": list_id(s)},  # the same for every recipient
-            # Our own List-Unsubscribe headers and footer links stand; SendGrid adds none.
-            "tracking_settings": {"subscription_tracking": {"enable": False}},
+            "tracking_settings": self.tracking_settings(),
         }
         if s.reply_to:
             body["reply_to"] = {"email": str(s.reply_to)}
         if s.delivery.sendgrid.asm_group_id is not None:
             body["asm"] = {"group_id": s.delivery.sendgrid.asm_group_id}
-        if self.sandbox:
-            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        mail_settings = self.mail_settings()
+        if mail_settings:
+            body["mail_settings"] = mail_settings
         if batch.send_at is not None:
             body["send_at"] = int(batch.send_at)
         if batch.schedule_id:
             body["batch_id"] = batch.schedule_id
         return body
+
+    def personalizations(self, batch: Batch) -> list[dict]:
+        """One personalization a recipient: address, values, List-Unsubscribe, custom args.
+        Runs for every recipient of the send: names are looked up once, outside the loop."""
+        substitutions = batch.email.substitutions
+        args_for = self.custom_args
+        post = LIST_UNSUBSCRIBE_POST
+        out = []
+        append = out.append
+        for r in batch.recipients:
+            to = {"email": r.email}
+            name = to_name(r.name) if r.name else ""
+            if name:
+                to["name"] = name
+            append(
+                {
+                    "to": [to],
+                    "substitutions": substitutions(r.values),
+                    "headers": {
+                        "List-Unsubscribe": f"<{r.unsubscribe_url}>",  # our own URL: one line
+                        "List-Unsubscribe-Post": post,
+                    },
+                    "custom_args": args_for(batch, r),
+                }
+            )
+        return out
+
+    def custom_args(self, batch: Batch, recipient: Recipient) -> dict[str, str]:
+        """What ties this recipient's message to the ledger (copied into every event)."""
+        if recipient.subscriber_id is None:
+            return {custom_args.ISSUE: batch.issue_id, custom_args.PROOF: "true"}
+        return {
+            custom_args.ISSUE: batch.issue_id,
+            custom_args.SUBSCRIBER: str(recipient.subscriber_id),
+        }
+
+    def tracking_settings(self) -> dict:
+        """SendGrid's tracking for every message of the send."""
+        # Our own List-Unsubscribe headers and footer links stand; SendGrid adds none.
+        return {"subscription_tracking": {"enable": False}}
+
+    def mail_settings(self) -> dict:
+        """SendGrid's mail settings for every message of the send (none by default)."""
+        if self.sandbox:
+            return {"sandbox_mode": {"enable": True}}
+        return {}
 
     # Calls ----------------------------------------------------------------------------------
 
@@ -134,35 +167,72 @@ class SendGridBackend(BaseBackend):
                 continue
             recipients.append(r)
         result.in_flight = []
-        while recipients:
-            body = self.payload(batch.only(recipients))
-            result.in_flight = [r.key for r in recipients]
+        groups = [recipients]  # what is left to send, one request each, in order
+        while groups:
+            group = groups.pop(0)
+            if not group:
+                continue
+            body = self.payload(batch.only(group))
+            group = self._drop_oversized(body, group, result)
+            if len(group) < len(body["personalizations"]):
+                groups.insert(0, group)  # rebuilt without those that cannot go
+                continue
+            data = request_body.encode(body)
+            if len(data) >= self.max_request_bytes:
+                parts, alone = request_body.split(body, self.max_request_bytes)
+                for index in alone:
+                    result.failed[group[index].key] = (
+                        "too large to send: its personalization alone would make a request of "
+                        f"{self.max_request_bytes:,} bytes or more"
+                    )
+                groups[:0] = [[group[i] for i in part] for part in parts]
+                continue
+            result.in_flight = [r.key for r in group]
             try:
-                response = self._post(self.client.client.mail.send, body, "the mail send")
+                response = self._send_mail(data, len(group))
             except RecipientsRefused as exc:
                 # Nothing was accepted: fail those named, send the request again without them.
                 for index, reason in exc.refused.items():
-                    result.failed[recipients[index].key] = reason
-                recipients = [r for i, r in enumerate(recipients) if i not in exc.refused]
+                    result.failed[group[index].key] = reason
+                groups.insert(0, [r for i, r in enumerate(group) if i not in exc.refused])
                 continue
+            except OutcomeUnknown as exc:
+                # Only this request's recipients may have gone out; later groups were not tried.
+                if exc.recipients is None:
+                    exc.recipients = list(result.in_flight)
+                raise
             message_id = response.headers.get("X-Message-Id") if response.headers else None
             if not message_id:
                 message_id = "sandbox" if self.sandbox else f"sendgrid-{response.status_code}"
-            for r in recipients:
+            for r in group:
                 result.sent[r.key] = message_id
-            break
+            result.in_flight = []
         result.in_flight = []
+
+    @staticmethod
+    def _drop_oversized(body: dict, group: list[Recipient], result: BatchResult) -> list:
+        """`group` without the recipients whose personalization SendGrid would refuse for its
+        size (each failed alone, with the reason)."""
+        message_args = request_body.string_map_bytes(body.get("custom_args"))
+        kept = []
+        for recipient, personalization in zip(group, body["personalizations"], strict=True):
+            problem = request_body.personalization_problem(personalization, message_args)
+            if problem:
+                result.failed[recipient.key] = f"cannot send to {recipient.email!r}: {problem}"
+            else:
+                kept.append(recipient)
+        return kept
 
     def post_mail(self, body: dict) -> str:
         """One mail-send request made elsewhere (the signup form's emails): its message id.
         Raises as `deliver` does."""
-        response = self._post(self.client.client.mail.send, body, "the mail send")
+        response = self._send_mail(request_body.encode(body), len(body["personalizations"]))
         message_id = response.headers.get("X-Message-Id") if response.headers else None
         return message_id or f"sendgrid-{response.status_code}"
 
     def create_schedule_id(self) -> str:
         """A new SendGrid batch id, so a scheduled send can be paused or cancelled as one."""
-        response = self._post(self.client.client.mail.batch, None, "the batch id request")
+        response = self._post(self.client.client.mail.batch, "the batch id request")
         try:
             return json.loads(response.body)["batch_id"]
         except (ValueError, KeyError, TypeError):
@@ -170,15 +240,30 @@ class SendGridBackend(BaseBackend):
                 "SendGrid did not return a batch id for the scheduled send"
             ) from None
 
-    def _post(self, endpoint, body: dict | None, action: str):
-        """One POST; what SendGrid's answer or silence means is `sendgrid.client.call`'s."""
+    def _send_mail(self, data: bytes, personalizations: int):
+        """One mail-send request of the encoded body `data` (gzipped when so configured)."""
+        self.requests += 1
+        gzipped = self.compress
+        if gzipped:
+            data = request_body.compress(data)
+        return call(
+            lambda: self.mail_send.post(data, gzipped=gzipped),
+            host=self.host,
+            timeout=self.timeout,
+            action="the mail send",
+            forbidden="check the key's permissions and that the sender address is verified",
+            idempotent=False,
+            personalizations=personalizations,
+        )
+
+    def _post(self, endpoint, action: str):
+        """One POST without a body; what SendGrid's answer or silence means is `call`'s."""
         self.requests += 1
         return call(
-            lambda: endpoint.post() if body is None else endpoint.post(request_body=body),
+            endpoint.post,
             host=self.host,
             timeout=self.timeout,
             action=action,
             forbidden="check the key's permissions and that the sender address is verified",
             idempotent=False,
-            personalizations=len(body.get("personalizations", ())) if body else 0,
         )
