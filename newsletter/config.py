@@ -127,6 +127,11 @@ class SendGridSettings(Strict):
     sync_suppressions: bool = True  # pull SendGrid's suppressions before every SendGrid send
     webhook_public_key: str | None = None  # or SENDGRID_WEBHOOK_PUBLIC_KEY
     webhook_max_age: int = Field(600, ge=10, le=86400)  # seconds: older signed batches refused
+    # Sent on every request, so that the account's defaults never decide (README: what each
+    # costs). Click tracking rewrites the HTML part's links through SendGrid's domain and feeds
+    # `report --clicks`; open tracking adds a pixel, which no report here reads.
+    click_tracking: bool = False
+    open_tracking: bool = False
 
 
 class DeliverySettings(Strict):
@@ -138,6 +143,22 @@ class DeliverySettings(Strict):
     backoff_max: float = Field(60.0, ge=0)
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
+
+
+class TrackingSettings(Strict):
+    """How SendGrid's click events are counted (`newsletter.sendgrid.clicks`)."""
+
+    # Store who clicked what. Off: only counts per summary and link, and distinct readers
+    # counted under a per-issue key that is discarded after `clicker_key_days`.
+    per_subscriber: bool = False
+    clicker_key_days: int = Field(30, ge=1, le=366)
+    # A click this soon after delivery is a mail scanner's, not a reader's.
+    automated_after_delivery: float = Field(10.0, ge=0, le=3600)  # seconds
+    # One recipient following this many different links within `burst_seconds` is a scanner.
+    burst_links: int = Field(3, ge=2, le=100)
+    burst_seconds: float = Field(1.0, gt=0, le=60)
+    # User agents (substrings, any case) counted as automated, beside the built-in list.
+    scanner_user_agents: list[Annotated[str, StringConstraints(min_length=3, max_length=200)]] = []
 
 
 class PageLabels(Strict):
@@ -229,6 +250,7 @@ class Settings(Strict):
     max_html_kb: int = Field(90, ge=10)
     paths: Paths = Paths()
     delivery: DeliverySettings = DeliverySettings()
+    tracking: TrackingSettings = TrackingSettings()
     source: SourceSettings = SourceSettings()
     # Where the settings file lives; relative paths are resolved against it.
     base_dir: Path = Field(default=Path("."), exclude=True)

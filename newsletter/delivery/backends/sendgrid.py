@@ -18,7 +18,7 @@ import re
 
 from ...config import Environment, Settings
 from ...errors import DeliveryError
-from ...sendgrid import custom_args
+from ...sendgrid import custom_args, tracking
 from ...sendgrid.client import RecipientsRefused, api_host, call, make_client
 from ..batch import Batch, BatchResult
 from ..message import LIST_UNSUBSCRIBE_POST, check_sender, list_id, one_line, wire_address
@@ -106,8 +106,8 @@ class SendGridBackend(BaseBackend):
             ],
             "categories": ["newsletter-proof" if batch.proof else "newsletter", batch.issue_id],
             "headers": {"List-Id": list_id(s)},  # the same for every recipient
-            # Our own List-Unsubscribe headers and footer links stand; SendGrid adds none.
-            "tracking_settings": {"subscription_tracking": {"enable": False}},
+            # Click and open tracking as the settings say; SendGrid's subscription footer never.
+            "tracking_settings": tracking.tracking_settings(s.delivery.sendgrid),
         }
         if s.reply_to:
             body["reply_to"] = {"email": str(s.reply_to)}
