@@ -166,7 +166,7 @@ def apply_click(settings: Settings, db: Database, event: dict) -> str | None:
         return None  # past the key's time: a click, no longer a reader to tell apart
     clicker = hmac.new(key, subscriber.encode("ascii"), hashlib.sha256).hexdigest()[:32]
     if link.summary_id and not automated:
-        store_clicks.add_clicker(db, issue_id, link.summary_id, clicker, 1)
+        store_clicks.add_clicker(db, issue_id, link.summary_id, clicker)
     store_clicks.add_recent(
         db, issue_id, clicker, _link_id(link, click), link.summary_id, link.kind, day, at, automated
     )
@@ -201,9 +201,9 @@ def _check_burst(
     if not moved:
         return
     for c in moved:
-        store_clicks.add_count(db, issue_id, c.summary_id, c.kind, c.day, -1, 1)
+        store_clicks.move_to_automated(db, issue_id, c.summary_id, c.kind, c.day)
         if c.summary_id:
-            store_clicks.add_clicker(db, issue_id, c.summary_id, clicker, -1)
+            store_clicks.remove_clicker_click(db, issue_id, c.summary_id, clicker)
     store_clicks.mark_recent_automated(db, [c.id for c in moved])
     if tracking.per_subscriber:
         low, high = (

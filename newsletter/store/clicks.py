@@ -96,7 +96,7 @@ def key_discarded(db: Database, issue_id: str) -> bool:
 def add_count(
     db: Database, issue_id: str, summary_id: str, kind: str, day: str, human: int, automated: int
 ) -> None:
-    """Add to (or, moving a click to automated, take from) one count."""
+    """Add a click to one count."""
     db.conn.execute(
         "INSERT INTO click_counts (issue_id, summary_id, kind, day, human, automated) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, summary_id, kind, day) DO UPDATE "
@@ -105,11 +105,30 @@ def add_count(
     )
 
 
-def add_clicker(db: Database, issue_id: str, summary_id: str, clicker: str, human: int) -> None:
+def move_to_automated(db: Database, issue_id: str, summary_id: str, kind: str, day: str) -> None:
+    """A click counted as a person's turned out to be a scanner's."""
     db.conn.execute(
-        "INSERT INTO click_clickers (issue_id, summary_id, clicker, human) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (issue_id, summary_id, clicker) DO UPDATE SET human = human + excluded.human",
-        (issue_id, summary_id, clicker, human),
+        "UPDATE click_counts SET human = human - 1, automated = automated + 1 "
+        "WHERE issue_id = ? AND summary_id = ? AND kind = ? AND day = ?",
+        (issue_id, summary_id, kind, day),
+    )
+
+
+def add_clicker(db: Database, issue_id: str, summary_id: str, clicker: str) -> None:
+    """One more of this reader's clicks on the summary's links."""
+    db.conn.execute(
+        "INSERT INTO click_clickers (issue_id, summary_id, clicker, human) VALUES (?, ?, ?, 1) "
+        "ON CONFLICT (issue_id, summary_id, clicker) DO UPDATE SET human = human + 1",
+        (issue_id, summary_id, clicker),
+    )
+
+
+def remove_clicker_click(db: Database, issue_id: str, summary_id: str, clicker: str) -> None:
+    """One of this reader's clicks was a scanner's: at none left, they are no reader."""
+    db.conn.execute(
+        "UPDATE click_clickers SET human = human - 1 "
+        "WHERE issue_id = ? AND summary_id = ? AND clicker = ? AND human > 0",
+        (issue_id, summary_id, clicker),
     )
 
 
