@@ -39,6 +39,7 @@ def _summary_table(title: str, rows, show_issue: bool, labels: dict[str, str]) -
         table.add_column(name, justify="right")
     for r in rows:
         kinds = ", ".join(f"{KIND_LABELS.get(k, k)} {n}" for k, n in sorted(r.by_kind.items()))
+        kinds = f"clicks: {kinds}" if kinds else ""
         detail = r.issue_id if show_issue else ", ".join(labels.get(t, t) for t in r.topics)
         table.add_row(
             Text(r.title + (f"\n{kinds}" if kinds else "")),
@@ -72,7 +73,8 @@ def print_topic_clicks(console: Console, settings, report: TopicsReport) -> None
     if not report.issues:
         console.print(f"no clicks recorded for issues{since}", markup=False)
         return
-    console.print(f"{len(report.issues)} issues{since}: {', '.join(report.issues)}", markup=False)
+    count = f"{len(report.issues)} issue" + ("" if len(report.issues) == 1 else "s")
+    console.print(f"{count}{since}: {', '.join(report.issues)}", markup=False)
     for topic in report.topics:
         console.print(_summary_table(topic.label, topic.summaries, True, settings.topic_labels))
 

@@ -36,8 +36,15 @@ class Chart:
     bars: list[Bar]
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
+
+
 def figures(row: SummaryClicks) -> str:
-    text = f"{row.readers} of {row.audience} readers ({row.share:.1%}), {row.clicks} clicks"
+    text = (
+        f"{row.readers} of {plural(row.audience, 'recipient')} clicked ({row.share:.1%}), "
+        f"{plural(row.clicks, 'click')}"
+    )
     return text + (f"; {row.automated} automated, not counted" if row.automated else "")
 
 
@@ -51,7 +58,10 @@ def _bars(rows: list[SummaryClicks], detail) -> list[Bar]:
 
 def issue_chart(settings: Settings, report: IssueClicks) -> Chart:
     labels = settings.topic_labels
-    note = f"{report.recipients} recipients; {report.automated} automated clicks left out"
+    note = (
+        f"{plural(report.recipients, 'recipient')}; {plural(report.automated, 'automated click')}"
+        f" left out. {_scale(report.summaries)}"
+    )
     return Chart(
         f"Issue {report.issue_id}",
         note,
@@ -61,9 +71,18 @@ def issue_chart(settings: Settings, report: IssueClicks) -> Chart:
 
 def topic_charts(report: TopicsReport) -> list[Chart]:
     return [
-        Chart(topic.label, f"{len(topic.summaries)} summaries", _bars(topic.summaries, _issue))
+        Chart(
+            topic.label,
+            f"{plural(len(topic.summaries), 'summary', 'summaries')}. {_scale(topic.summaries)}",
+            _bars(topic.summaries, _issue),
+        )
         for topic in report.topics
     ]
+
+
+def _scale(rows: list[SummaryClicks]) -> str:
+    top = max((r.share for r in rows), default=0.0)
+    return f"A full bar is {top:.1%} of recipients." if top else "No reader clicked yet."
 
 
 def _issue(row: SummaryClicks) -> str:
