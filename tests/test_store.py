@@ -274,7 +274,7 @@ def test_a_database_before_signup_upgrades_and_keeps_every_row(tmp_path, monkeyp
         }
     monkeypatch.setattr(store_package, "MIGRATIONS", MIGRATIONS)
     with Database(path) as new:
-        assert new.schema_version() == len(MIGRATIONS) == 3
+        assert new.schema_version() == len(MIGRATIONS) >= 3
         for table, rows in before.items():
             assert [
                 tuple(r) for r in new.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")

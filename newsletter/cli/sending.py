@@ -332,8 +332,10 @@ def _issue_id(settings, db, ref: str) -> str:
 @click.option("--html", type=click.Path(dir_okay=False), help="Also write the chart page here.")
 @pass_app
 def report(app, issue, list_state, clicks, topics, since, html):
-    """Who got the issue, who did not and why, what failed or is unknown; with --clicks or
-    --topics, which summaries readers followed."""
+    """Who got the issue, who did not and why, what failed or is unknown.
+
+    With --clicks (one issue) or --topics (every issue): which summaries readers followed.
+    """
     from . import clicks as click_report
 
     click_report.check_options(issue, clicks, topics, since, html)
