@@ -272,3 +272,35 @@ def test_once_the_key_is_discarded_clicks_count_but_add_no_readers(world):
     report, by_summary = figures(settings, db)
     assert by_summary[VARIANTS][:2] == (1, 2)
     assert report.readers_closed
+
+
+def test_a_paper_two_summaries_cite_goes_to_the_one_in_the_readers_email(world, workspace):
+    settings, db, r, post = world
+    ben = r["ben"]  # genetics: his email holds the variants summary only, in full, with its paper
+    paper = link_to(ben, "doi.org/")
+    gut = workspace / "summaries" / f"{GUT}.yaml"
+    data = yaml.safe_load(gut.read_text(encoding="utf-8"))
+    data["source_url"] = paper  # the gut summary (earlier in the issue) cites it too
+    gut.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    post([click(ben, paper, T0 + 600)])
+
+    report, by_summary = figures(settings, db)
+    assert by_summary[VARIANTS][:2] == (1, 1)
+    assert by_summary[GUT][:2] == (0, 0)
+    assert next(s for s in report.summaries if s.id == VARIANTS).by_kind == {"paper": 1}
+
+
+def test_links_of_no_summary_are_told_apart_by_kind(world):
+    settings, db, r, post = world
+    ana = r["ana"]
+    parts = ("/preferences/", "/unsubscribe/", "/archive/", "utm_campaign")
+    site = next(link for link in ana.links if link.startswith(settings.site + "/?"))
+
+    post(
+        [click(ana, link_to(ana, p), T0 + 600 + 60 * n) for n, p in enumerate(parts[:3])]
+        + [click(ana, site, T0 + 900)]
+    )
+
+    report, _ = figures(settings, db)
+    assert report.other == {k: (1, 0) for k in ("preferences", "unsubscribe", "archive", "site")}

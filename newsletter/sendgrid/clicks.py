@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +42,8 @@ from ..store import Database
 from ..store import clicks as store_clicks
 from ..store import ledger as ledger_rows
 from . import custom_args
+
+log = logging.getLogger(__name__)
 
 # Substrings (lower case) of the user agents of mail-security scanners and of HTTP libraries;
 # `tracking.scanner_user_agents` adds to them.
@@ -134,6 +137,8 @@ def apply_click(settings: Settings, db: Database, event: dict) -> str | None:
         click = ClickEvent.model_validate(event)
     except ValidationError as err:
         fields = ", ".join(sorted({str(e["loc"][0]) for e in err.errors()}))
+        # Logged without the event's content, which holds an address and perhaps a token.
+        log.warning("SendGrid webhook: a click skipped: unreadable field %s", fields)
         return f"click: unreadable field {fields}"
     subscriber_id = int(subscriber)
     sent = store_clicks.sent_email(db, issue_id, subscriber_id)
