@@ -304,3 +304,17 @@ def test_links_of_no_summary_are_told_apart_by_kind(world):
 
     report, _ = figures(settings, db)
     assert report.other == {k: (1, 0) for k in ("preferences", "unsubscribe", "archive", "site")}
+
+
+def test_an_unreadable_click_counts_nothing_and_the_others_count(world):
+    settings, db, r, post = world
+    ana = r["ana"]
+    broken = click(ana, link_to(ana, f"summaries/{GUT}"), T0 + 600)
+    broken["url"] = ["not", "a", "url"]
+
+    answer = post([broken, click(ana, link_to(ana, f"summaries/{OCT}"), T0 + 700)])
+
+    assert answer["applied"] == 2
+    _, by_summary = figures(settings, db)
+    assert by_summary[GUT][:3] == (0, 0, 0)
+    assert by_summary[OCT][:3] == (1, 1, 0)
