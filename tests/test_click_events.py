@@ -266,6 +266,7 @@ def test_once_the_key_is_discarded_clicks_count_but_add_no_readers(world):
     with db.transaction():
         store_clicks.discard_expired_keys(db, later.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert [tuple(row) for row in db.conn.execute("SELECT key FROM click_keys")] == [(None,)]
+    assert db.conn.execute("SELECT count(*) FROM click_recent").fetchone()[0] == 0
 
     post([click(ben, link_to(ben, f"summaries/{VARIANTS}"), T0 + 90000, agent=BROWSER)])
 

@@ -80,6 +80,11 @@ def discard_expired_keys(db: Database, now: str) -> int:
     cur = db.conn.execute(
         "UPDATE click_keys SET key = NULL WHERE key IS NOT NULL AND discard_after <= ?", (now,)
     )
+    if cur.rowcount:  # the scanner check needs the key too: its window goes with it
+        db.conn.execute(
+            "DELETE FROM click_recent WHERE issue_id IN "
+            "(SELECT issue_id FROM click_keys WHERE key IS NULL)"
+        )
     return cur.rowcount
 
 
