@@ -16,6 +16,7 @@ from tests.support.clicks import (
     link_to,
     send_example,
 )
+from tests.support.browser import readability_problems
 from tests.support.delivery import ISSUE
 
 T0 = DELIVERED_AT
@@ -102,6 +103,9 @@ def bar_widths(browser, path) -> dict[str, float]:
         )
         texts = page.evaluate("() => document.body.innerText")
         bold = page.evaluate("() => document.querySelectorAll('b, script').length")
+        assert readability_problems(page, 800) == []
+        page.set_viewport_size({"width": 375, "height": 800})  # a phone
+        assert readability_problems(page, 375) == []
     finally:
         page.close()
     return widths, requests, texts, bold
