@@ -11,6 +11,7 @@ import yaml
 
 from newsletter.config import load_settings
 from newsletter.engagement.report import issue_clicks
+from newsletter.sendgrid.webhooks import apply_events
 from newsletter.store import Database
 from newsletter.store import clicks as store_clicks
 from newsletter.web import create_app
@@ -319,3 +320,22 @@ def test_an_unreadable_click_counts_nothing_and_the_others_count(world):
     _, by_summary = figures(settings, db)
     assert by_summary[GUT][:3] == (0, 0, 0)
     assert by_summary[OCT][:3] == (1, 1, 0)
+
+
+def test_without_a_delivered_event_the_window_runs_from_when_sendgrid_took_the_email(
+    workspace,
+):
+    settings = configure_tracking(workspace)
+    db = Database(settings.paths.database)
+    add_subscribers(db, PEOPLE[:1])
+    ana = send_example(settings, db)["ana@example.org"]
+    [accepted] = [
+        row[0] for row in db.conn.execute("SELECT updated_at FROM ledger WHERE state = 'sent'")
+    ]
+    taken = int(dt.datetime.fromisoformat(accepted).timestamp())
+    link = link_to(ana, f"summaries/{GUT}")
+
+    apply_events(settings, db, [click(ana, link, taken + 5), click(ana, link, taken + 60)])
+
+    assert figures(settings, db)[1][GUT][:3] == (1, 1, 1)
+    db.close()
