@@ -8,6 +8,7 @@ import pytest
 
 from newsletter.sendgrid.webhooks import apply_events
 from newsletter.store import Database
+from tests.support.browser import readability_problems
 from tests.support.clicks import (
     DELIVERED_AT,
     add_subscribers,
@@ -16,7 +17,6 @@ from tests.support.clicks import (
     link_to,
     send_example,
 )
-from tests.support.browser import readability_problems
 from tests.support.delivery import ISSUE
 
 T0 = DELIVERED_AT
