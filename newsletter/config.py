@@ -132,6 +132,11 @@ class SendGridSettings(Strict):
     # Gzip each mail-send body (Content-Encoding: gzip): about 9x fewer bytes to upload. SendGrid
     # enables it for high-volume accounts on request; leave it off unless yours has it.
     compress: bool = False
+    # Sent on every request, so that the account's defaults never decide (README: what each
+    # costs). Click tracking rewrites the HTML part's links through SendGrid's domain and feeds
+    # `report --clicks`; open tracking adds a pixel, which no report here reads.
+    click_tracking: bool = False
+    open_tracking: bool = False
 
 
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[dhms])+")
@@ -173,6 +178,22 @@ class DeliverySettings(Strict):
     # How long after an `unknown` row's submission `send --retry-unknown` waits for the
     # provider's webhook to say it was accepted (then the row is sent, not resent).
     unknown_grace: Annotated[dt.timedelta, BeforeValidator(_unknown_grace)] = dt.timedelta(hours=1)
+
+
+class TrackingSettings(Strict):
+    """How SendGrid's click events are counted (`newsletter.sendgrid.clicks`)."""
+
+    # Store who clicked what. Off: only counts per summary and link, and distinct readers
+    # counted under a per-issue key that is discarded after `clicker_key_days`.
+    per_subscriber: bool = False
+    clicker_key_days: int = Field(30, ge=1, le=366)
+    # A click this soon after delivery is a mail scanner's, not a reader's.
+    automated_after_delivery: float = Field(10.0, ge=0, le=3600)  # seconds
+    # One recipient following this many different links within `burst_seconds` is a scanner.
+    burst_links: int = Field(3, ge=2, le=100)
+    burst_seconds: float = Field(1.0, gt=0, le=60)
+    # User agents (substrings, any case) counted as automated, beside the built-in list.
+    scanner_user_agents: list[Annotated[str, StringConstraints(min_length=3, max_length=200)]] = []
 
 
 class PageLabels(Strict):
@@ -264,6 +285,7 @@ class Settings(Strict):
     max_html_kb: int = Field(90, ge=10)
     paths: Paths = Paths()
     delivery: DeliverySettings = DeliverySettings()
+    tracking: TrackingSettings = TrackingSettings()
     source: SourceSettings = SourceSettings()
     # Where the settings file lives; relative paths are resolved against it.
     base_dir: Path = Field(default=Path("."), exclude=True)

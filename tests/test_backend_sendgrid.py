@@ -146,7 +146,11 @@ def test_example_issue_to_example_subscribers_through_sendgrid(run, workspace, f
         assert 1 <= len(body["personalizations"]) <= 3
         assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
         assert body["categories"] == ["newsletter", ISSUE]
-        assert body["tracking_settings"] == {"subscription_tracking": {"enable": False}}
+        assert body["tracking_settings"] == {
+            "click_tracking": {"enable": False, "enable_text": False},
+            "open_tracking": {"enable": False},
+            "subscription_tracking": {"enable": False},
+        }
         assert body["from"] == {"email": settings.sender.email, "name": settings.sender.name}
         assert body["reply_to"] == {"email": str(settings.reply_to)}
         assert (

@@ -343,16 +343,30 @@ def _issue_id(settings, db, ref: str) -> str:
 
 
 @click.command()
-@click.argument("issue")
+@click.argument("issue", required=False)
 @click.option(
     "--list",
     "list_state",
     type=click.Choice(LISTABLE),
     help="Print the addresses in this state (ledger state or webhook outcome).",
 )
+@click.option("--clicks", is_flag=True, help="Per summary: readers who clicked, clicks, share.")
+@click.option("--topics", is_flag=True, help="Per topic over issues: which summaries drew readers.")
+@click.option("--since", metavar="DATE", help="With --topics: issues sent on or after DATE.")
+@click.option("--html", type=click.Path(dir_okay=False), help="Also write the chart page here.")
 @pass_app
-def report(app, issue, list_state):
-    """Who got the issue, who did not and why, what failed or is unknown."""
+def report(app, issue, list_state, clicks, topics, since, html):
+    """Who got the issue, who did not and why, what failed or is unknown.
+
+    With --clicks (one issue) or --topics (every issue): which summaries readers followed.
+    """
+    from . import clicks as click_report
+
+    click_report.check_options(issue, clicks, topics, since, html)
+    if clicks or topics:
+        issue_id = _issue_id(app.settings, app.db, issue) if issue else None
+        click_report.run_report(app, Console(highlight=False), issue_id, since, html)
+        return
     issue_id = _issue_id(app.settings, app.db, issue)
     if list_state:
         for entry in list_entries(app.db, issue_id, list_state):

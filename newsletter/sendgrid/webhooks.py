@@ -35,14 +35,14 @@ from ..store import Database
 from ..store import events as store_events
 from ..store import subscribers as store_subscribers
 from ..subscribers import rules
-from . import custom_args
+from . import clicks, custom_args
 from .acceptance import ACCEPTED, resolve_unknown
 from .suppressions import iso_from_epoch
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-HANDLED = ACCEPTED | {"spamreport", "unsubscribe", "group_unsubscribe"}
+HANDLED = ACCEPTED | {"spamreport", "unsubscribe", "group_unsubscribe", "click"}
 DEFAULT_MAX_AGE = 600  # seconds; the setting is delivery.sendgrid.webhook_max_age
 # SendGrid's events are flat objects with a list or two (categories): far below this.
 MAX_EVENT_DEPTH = 16
@@ -367,6 +367,11 @@ def apply_events(settings: Settings, db: Database, events: list[Any]) -> Webhook
 
 
 def _apply_one(settings: Settings, db: Database, event: dict, report: WebhookReport) -> None:
+    if event.get("event") == "click":  # counted in `sendgrid.clicks`, never per person by default
+        unmatched = clicks.apply_click(settings, db, event)
+        if unmatched:
+            report.unmatched.append(unmatched)
+        return
     at = _event_time(event)
     change = _status_for(event, settings)
     if change is not None:

@@ -212,4 +212,76 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ledger ADD COLUMN submitted_at TEXT;
     ALTER TABLE ledger ADD COLUMN accepted_note TEXT;
     """,
+    # 5: click counts for `report --clicks`, aggregate by default. Nothing here names a
+    # subscriber except `click_subscribers`, written only with `tracking.per_subscriber: true`.
+    """
+    -- The link map of an issue's summaries: a clicked URL (normalised) → summary and kind.
+    -- Public URLs only (summary pages, papers), recorded at the issue's first click.
+    CREATE TABLE click_links (
+        issue_id   TEXT NOT NULL,
+        url        TEXT NOT NULL,
+        position   INTEGER NOT NULL,   -- the summary's place in the issue
+        summary_id TEXT NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('summary', 'paper')),
+        PRIMARY KEY (issue_id, url, position)
+    ) WITHOUT ROWID;
+
+    -- Clicks per (issue, summary, kind of link, day): people's, and automated ones apart.
+    -- summary_id is '' for links that belong to no summary (preferences, unsubscribe...).
+    CREATE TABLE click_counts (
+        issue_id   TEXT NOT NULL,
+        summary_id TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        day        TEXT NOT NULL,       -- UTC date of the click
+        human      INTEGER NOT NULL DEFAULT 0 CHECK (human >= 0),
+        automated  INTEGER NOT NULL DEFAULT 0 CHECK (automated >= 0),
+        PRIMARY KEY (issue_id, summary_id, kind, day)
+    ) WITHOUT ROWID;
+
+    -- The per-issue key under which readers are counted once; NULL once discarded.
+    CREATE TABLE click_keys (
+        issue_id      TEXT PRIMARY KEY,
+        key           BLOB,
+        created_at    TEXT NOT NULL,
+        discard_after TEXT NOT NULL
+    );
+
+    -- Distinct readers per summary: a keyed hash of the recipient under the issue's key, which
+    -- no one can recompute once the key is discarded; `human` counts their people's clicks.
+    CREATE TABLE click_clickers (
+        issue_id   TEXT NOT NULL,
+        summary_id TEXT NOT NULL,
+        clicker    TEXT NOT NULL,
+        human      INTEGER NOT NULL DEFAULT 0 CHECK (human >= 0),
+        PRIMARY KEY (issue_id, summary_id, clicker)
+    ) WITHOUT ROWID;
+
+    -- The last hour of clicks (by the clicks' own times), to see a scanner following every link
+    -- at once after the first of them was counted. Keyed hashes, link kinds: no URL, no id.
+    CREATE TABLE click_recent (
+        id         INTEGER PRIMARY KEY,
+        issue_id   TEXT NOT NULL,
+        clicker    TEXT NOT NULL,
+        link       TEXT NOT NULL,
+        summary_id TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        day        TEXT NOT NULL,
+        at         REAL NOT NULL,
+        automated  INTEGER NOT NULL CHECK (automated IN (0, 1))
+    );
+    CREATE INDEX click_recent_by_clicker ON click_recent (issue_id, clicker, at);
+    CREATE INDEX click_recent_by_time ON click_recent (at);
+
+    -- Only with tracking.per_subscriber: true: who clicked what, and when.
+    CREATE TABLE click_subscribers (
+        id            INTEGER PRIMARY KEY,
+        issue_id      TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        summary_id    TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        at            TEXT NOT NULL,
+        automated     INTEGER NOT NULL CHECK (automated IN (0, 1))
+    );
+    CREATE INDEX click_subscribers_by_issue ON click_subscribers (issue_id, subscriber_id, at);
+    """,
 ]

@@ -1,5 +1,5 @@
 """SendGrid's signed event webhook as the tests send it: a key pair made here, batches signed
-exactly as SendGrid signs them, and their headers."""
+exactly as SendGrid signs them, their headers, and posting them to `/webhooks/sendgrid`."""
 
 from __future__ import annotations
 
@@ -42,3 +42,9 @@ def signed_batch(private, events: list, timestamp: str | None = None) -> tuple[b
         TIMESTAMP_HEADER: timestamp,
         "Content-Type": "application/json",
     }
+
+
+def post_events(client, private, events: list[dict]):
+    """POST a batch signed now, as SendGrid would."""
+    body, headers = signed_batch(private, events)
+    return client.post("/webhooks/sendgrid", data=body, headers=headers)

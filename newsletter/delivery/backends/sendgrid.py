@@ -23,7 +23,7 @@ import re
 
 from ...config import Environment, Settings
 from ...errors import DeliveryError, OutcomeUnknown
-from ...sendgrid import custom_args, request_body
+from ...sendgrid import custom_args, request_body, tracking
 from ...sendgrid.client import JsonPoster, RecipientsRefused, api_host, call, make_client
 from ..batch import Batch, BatchResult, Recipient
 from ..message import LIST_UNSUBSCRIBE_POST, check_sender, list_id, one_line, wire_address
@@ -144,9 +144,9 @@ class SendGridBackend(BaseBackend):
         }
 
     def tracking_settings(self) -> dict:
-        """SendGrid's tracking for every message of the send."""
-        # Our own List-Unsubscribe headers and footer links stand; SendGrid adds none.
-        return {"subscription_tracking": {"enable": False}}
+        """SendGrid's tracking for every message of the send: click and open tracking as the
+        settings say, SendGrid's subscription footer never (`sendgrid/tracking.py`)."""
+        return tracking.tracking_settings(self.settings.delivery.sendgrid)
 
     def mail_settings(self) -> dict:
         """SendGrid's mail settings for every message of the send (none by default)."""
