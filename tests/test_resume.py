@@ -110,9 +110,10 @@ def fake(monkeypatch):
 
 @pytest.fixture
 def setup(workspace, fake):
-    """10 subscribers with every topic and 2 with one (5 batches of ≤ 3), 1 unsubscribed."""
+    """10 subscribers with every topic and 2 with one (5 batches of ≤ 3), 1 unsubscribed; one
+    request at a time (several in flight: the tests with `concurrent_setup`)."""
     settings = configure(
-        workspace, backend="sendgrid", batch_size=BATCH, timeout=5,
+        workspace, backend="sendgrid", batch_size=BATCH, timeout=5, concurrency=1,
         sendgrid={"sync_suppressions": False},
     )  # fmt: skip
     db = database(settings)

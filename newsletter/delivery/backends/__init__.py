@@ -8,7 +8,14 @@ from .base import Backend, BaseBackend
 
 BACKENDS = ("outbox", "smtp", "sendgrid")
 
-__all__ = ["BACKENDS", "Backend", "BaseBackend", "backend_for", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BaseBackend",
+    "backend_for",
+    "in_flight_backends",
+    "make_backend",
+]
 
 
 def make_backend(
@@ -47,3 +54,36 @@ def backend_for(
     if backend is None or isinstance(backend, str):
         return make_backend(backend, settings, sandbox=sandbox)
     return backend
+
+
+def in_flight_backends(backend: Backend, settings: Settings) -> list[Backend]:
+    """`backend` and the other instances that send beside it, one for each batch in flight at
+    once: `delivery.concurrency` of them (SMTP: at most `delivery.smtp.connections`). A
+    backend that makes no other instance of itself (`clone` gives None: the outbox, a test's)
+    sends alone."""
+    slots = settings.delivery.concurrency
+    if backend.name == "smtp":
+        slots = min(slots, settings.delivery.smtp.connections)
+    backends = [backend]
+    while len(backends) < slots:
+        other = _clone(backend)
+        if other is None:
+            break
+        backends.append(other)
+    return backends
+
+
+def _clone(backend: Backend) -> Backend | None:
+    from .sendgrid import SendGridBackend
+
+    if type(backend) is SendGridBackend and "clone" not in vars(SendGridBackend):
+        # Its own client (key, host and timeout as the first one's); the SendGrid module does
+        # not say how to make another instance itself.
+        return SendGridBackend(
+            backend.settings,
+            api_key=backend.client.api_key,
+            host=backend.host,
+            sandbox=backend.sandbox,
+        )
+    clone = getattr(backend, "clone", None)
+    return clone() if clone is not None else None
