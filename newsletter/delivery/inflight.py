@@ -24,6 +24,10 @@ from .deliver import Outcome, deliver_with_retries
 from .progress import SendObserver
 from .retry import RetryPolicy
 
+# The main thread never blocks longer than this at once: a lock wait is not always woken by a
+# signal, and Ctrl-C must be heard at once even while every slot waits for an answer.
+WAKE_EVERY = 0.25
+
 
 class Stopped(Exception):
     """Raised in a wait once the send stops: what was not sent yet is surely not accepted."""
@@ -215,13 +219,13 @@ class Slots:
         what the slots hand over. Only called with batches in flight."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.finished:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = WAKE_EVERY if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 return None
             try:
-                event = self.events.get(timeout=left)
+                event = self.events.get(timeout=min(left, WAKE_EVERY))
             except queue.Empty:
-                return None
+                continue
             self._handle(event)
         return self.finished.pop(0)
 
