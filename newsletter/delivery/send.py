@@ -11,6 +11,7 @@ ledger; the slots' threads only talk to the provider.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -214,9 +215,12 @@ class ListSend:
                 stop = stop or error
         except BaseException as exc:
             slots.gate.stop()
-            if claimed is not None:  # claimed but never handed over: surely not sent
-                ledger_rows.record(run.db, issue_id, pending=_keys(claimed))
-            self._after_interrupt(slots, exc)
+            # The first error is the one to report. Should recording fail too (the database
+            # itself failing), the rows stay `submitting` and the next run marks them unknown.
+            with contextlib.suppress(Exception):
+                if claimed is not None:  # claimed but never handed over: surely not sent
+                    ledger_rows.record(run.db, issue_id, pending=_keys(claimed))
+                self._after_interrupt(slots, exc)
             raise
         if stop is not None:
             raise stop
@@ -233,11 +237,12 @@ class ListSend:
         flight get up to the delivery timeout to land, and are recorded either way."""
         run, issue_id = self.run, self.run.issue.id
         timeout = run.settings.delivery.timeout
-        if slots.threaded and any(not f.done for f in slots.flying):
+        under_way = sum(1 for f in slots.flying if not f.done)
+        if slots.threaded and under_way:
             if isinstance(exc, KeyboardInterrupt):
                 run.observer.warn(
                     f"interrupted: no more batches are claimed; waiting up to {timeout:g} s "
-                    f"for the {len(slots.flying)} requests in flight"
+                    f"for the {under_way} requests in flight"
                 )
             deadline = time.monotonic() + timeout
             try:
