@@ -150,12 +150,18 @@ def test_concurrency_one_sends_one_batch_at_a_time_on_one_backend(workspace):
 def test_slots_per_backend(workspace):
     settings = configure(workspace, concurrency=4, smtp={"connections": 2})
     from newsletter.delivery.backends.outbox import OutboxBackend
+    from newsletter.delivery.backends.sendgrid import SendGridBackend
     from newsletter.delivery.backends.smtp import SmtpBackend
 
     assert len(in_flight_backends(SlotBackend(), settings)) == 4
     smtp = in_flight_backends(SmtpBackend(settings, password=""), settings)
     assert len(smtp) == 2 and len({id(b) for b in smtp}) == 2
     assert len(in_flight_backends(OutboxBackend(settings), settings)) == 1  # files: one at a time
+    sendgrid = in_flight_backends(
+        SendGridBackend(settings, api_key=TEST_API_KEY, host="http://127.0.0.1:9"), settings
+    )
+    assert len({id(b.client) for b in sendgrid}) == 4  # each its own client
+    assert {(b.host, b.client.api_key) for b in sendgrid} == {("http://127.0.0.1:9", TEST_API_KEY)}
     fewer = configure(workspace, concurrency=1, smtp={"connections": 2})
     assert len(in_flight_backends(SmtpBackend(fewer, password=""), fewer)) == 1
 

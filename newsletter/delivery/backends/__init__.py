@@ -74,16 +74,18 @@ def in_flight_backends(backend: Backend, settings: Settings) -> list[Backend]:
 
 
 def _clone(backend: Backend) -> Backend | None:
-    from .sendgrid import SendGridBackend
-
-    if type(backend) is SendGridBackend and "clone" not in vars(SendGridBackend):
-        # Its own client (key, host and timeout as the first one's); the SendGrid module does
-        # not say how to make another instance itself.
-        return SendGridBackend(
-            backend.settings,
-            api_key=backend.client.api_key,
-            host=backend.host,
-            sandbox=backend.sandbox,
-        )
     clone = getattr(backend, "clone", None)
-    return clone() if clone is not None else None
+    other = clone() if clone is not None else None
+    if other is None and backend.name == "sendgrid":
+        from .sendgrid import SendGridBackend
+
+        if type(backend) is SendGridBackend:
+            # Its own client, with the first one's key, host and timeout (until the SendGrid
+            # backend has a `clone` of its own).
+            other = SendGridBackend(
+                backend.settings,
+                api_key=backend.client.api_key,
+                host=backend.host,
+                sandbox=backend.sandbox,
+            )
+    return other
