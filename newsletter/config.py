@@ -122,6 +122,9 @@ class SmtpSettings(Strict):
     # PEM file of the CA certificates to trust instead of the system's (a relay with its own CA);
     # relative to the settings file. The server's certificate and host name are always checked.
     ca_file: Path | None = None
+    # Parallel connections (each one message at a time), for relays that allow several; the
+    # send's in-flight slots with SMTP, never more than `delivery.concurrency`.
+    connections: int = Field(1, ge=1, le=32)
 
 
 class SendGridSettings(Strict):
@@ -173,6 +176,8 @@ class DeliverySettings(Strict):
     max_attempts: int = Field(5, ge=1, le=20)
     backoff_base: float = Field(1.0, ge=0)
     backoff_max: float = Field(60.0, ge=0)
+    # Requests in flight at once while the next batches are prepared (1: one at a time).
+    concurrency: int = Field(4, ge=1, le=32)
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
     # How long after an `unknown` row's submission `send --retry-unknown` waits for the

@@ -78,11 +78,14 @@ def fake(monkeypatch):
 
 @pytest.fixture
 def sg_settings(workspace):
+    # One request at a time: these tests follow the order of the fake's scripted answers
+    # (several in flight: tests/test_send_concurrency.py).
     return configure(
         workspace,
         backend="sendgrid",
         batch_size=3,
         timeout=1,
+        concurrency=1,
         sendgrid={"sync_suppressions": False},
     )
 

@@ -1,6 +1,8 @@
 """Kill the sending process with SIGKILL at several points of a send to the fake SendGrid, resume,
 and count what the server received: nobody twice; everybody eligible once, except those reported
-`unknown` (at most one batch). Also: two concurrent sends of one issue, one refuses.
+`unknown` (at most one batch a request in flight: `delivery.concurrency`). Ctrl-C with requests
+in flight: exit 130, those requests recorded. Also: two concurrent sends of one issue, one
+refuses.
 
 The send runs in a subprocess (`newsletter send ... --yes`). To stop it at an exact point without
 sleeping, the test runs it through `tests/support/paused_send.py`, which gives the send an
@@ -86,6 +88,14 @@ class SendProcess:
             if mark in line:
                 return
 
+    def wait_for_line(self, text: str) -> None:
+        while True:
+            line = self.lines.get(timeout=WAIT)
+            if line is None:
+                pytest.fail(f"the send ended before saying {text!r}: {''.join(self.stderr)}")
+            if text in line:
+                return
+
     def resume(self) -> None:
         self.process.stdin.write("\n")
         self.process.stdin.flush()
@@ -110,9 +120,10 @@ def fake(monkeypatch):
 
 @pytest.fixture
 def setup(workspace, fake):
-    """10 subscribers with every topic and 2 with one (5 batches of ≤ 3), 1 unsubscribed."""
+    """10 subscribers with every topic and 2 with one (5 batches of ≤ 3), 1 unsubscribed; one
+    request at a time (several in flight: the tests with `concurrent_setup`)."""
     settings = configure(
-        workspace, backend="sendgrid", batch_size=BATCH, timeout=5,
+        workspace, backend="sendgrid", batch_size=BATCH, timeout=5, concurrency=1,
         sendgrid={"sync_suppressions": False},
     )  # fmt: skip
     db = database(settings)
@@ -205,3 +216,72 @@ def test_two_concurrent_sends_of_one_issue_one_refuses(run, workspace, fake, set
     child.resume()
     assert child.finish() == 0, "".join(child.stderr)
     assert sorted(fake.recipients()) == sorted(eligible)
+
+
+# Several requests in flight (delivery.concurrency) -----------------------------------------------
+
+CONCURRENCY = 3
+
+
+@pytest.fixture
+def concurrent_setup(workspace, fake):
+    """18 subscribers with every topic (6 batches of 3), three requests in flight at once."""
+    settings = configure(
+        workspace, backend="sendgrid", batch_size=BATCH, timeout=5, concurrency=CONCURRENCY,
+        sendgrid={"sync_suppressions": False},
+    )  # fmt: skip
+    db = database(settings)
+    add_many(db, 18)
+    yield settings, db, [f"user{i}@example.org" for i in range(18)]
+    db.close()
+
+
+def held_in_flight(fake, accepted: bool) -> None:
+    """The next CONCURRENCY requests are held unanswered (taken by the fake if `accepted`)."""
+    fake.script([{"hang": True, "accept": accepted, "seconds": WAIT}] * CONCURRENCY)
+
+
+@pytest.mark.parametrize("accepted", [False, True], ids=["not-accepted", "accepted-answer-lost"])
+def test_killed_with_several_requests_in_flight(run, workspace, fake, concurrent_setup, accepted):
+    settings, db, eligible = concurrent_setup
+    held_in_flight(fake, accepted)
+    child = SendProcess(workspace, fake.url)
+    assert fake.wait_for("in_flight", timeout=WAIT, n=CONCURRENCY)
+    child.kill()
+    in_flight = CONCURRENCY * BATCH
+    assert store.count_state(db, ISSUE, "submitting") == in_flight  # marked before they left
+    assert store.count_state(db, ISSUE, "pending") == len(eligible) - in_flight
+
+    result = resume(run, fake)
+
+    assert result.exit_code == 0, result.output
+    assert f"{in_flight} recipients were being submitted" in result.stderr
+    assert_nobody_twice_everybody_once_but_unknown(fake, db, eligible, max_unknown=in_flight)
+    assert len(unknown_emails(db)) == in_flight
+    if not accepted:
+        assert unknown_emails(db).isdisjoint(fake.recipients())
+
+
+def test_ctrl_c_with_requests_in_flight_exits_130_and_records_them(
+    run, workspace, fake, concurrent_setup
+):
+    settings, db, eligible = concurrent_setup
+    held_in_flight(fake, accepted=True)
+    child = SendProcess(workspace, fake.url)
+    assert fake.wait_for("in_flight", timeout=WAIT, n=CONCURRENCY)
+
+    child.process.send_signal(signal.SIGINT)
+    child.wait_for_line("interrupted: no more batches are claimed")
+    fake.release()  # the held requests end, unanswered
+
+    assert child.finish() == 130
+    assert child.stderr[-1].strip() == "interrupted"
+    in_flight = CONCURRENCY * BATCH
+    assert store.counts(db, ISSUE) == {"unknown": in_flight, "pending": len(eligible) - in_flight}
+    assert fake.stats()["requests"] == CONCURRENCY  # nothing claimed after Ctrl-C
+    assert store.get_send(db, ISSUE)["state"] == "stopped"
+
+    result = resume(run, fake)
+
+    assert result.exit_code == 0, result.output
+    assert_nobody_twice_everybody_once_but_unknown(fake, db, eligible, max_unknown=in_flight)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import (
     AuthenticationError,
@@ -22,6 +23,9 @@ from .backends import Backend
 from .batch import Batch, BatchResult, Recipient
 from .progress import SendObserver
 from .retry import MAX_WAIT, RetryPolicy
+
+if TYPE_CHECKING:
+    from .inflight import Gate
 
 INTERRUPTED_REASON = "interrupted while being submitted ({}): may or may not have been sent"
 
@@ -47,16 +51,20 @@ def deliver_with_retries(
     observer: SendObserver,
     checkpoint: Callable[[BatchResult], None] | None = None,
     outcome: Outcome | None = None,
+    gate: Gate | None = None,
 ) -> Outcome:
     """Deliver a batch, retrying only what surely was not accepted; never raises for a
     delivery problem (the outcome says what happened and whether to stop).
 
     `outcome` may be passed in so that the caller still knows what was accepted if an interrupt
-    arrives during a wait between attempts.
+    arrives during a wait between attempts. `gate` (shared by the batches in flight) holds
+    every attempt back while any of them was told to wait, and hears such a wait.
     """
     outcome = outcome if outcome is not None else Outcome()
     remaining = list(batch.recipients)
     while True:
+        if gate is not None:
+            gate.wait()  # not while the provider asked any of the batches in flight to wait
         outcome.attempts += 1
         result = BatchResult()
         try:
@@ -80,6 +88,8 @@ def deliver_with_retries(
                     f"the provider asks to wait {delay:.0f} s before batch {batch.number}: {exc}"
                 )
                 return outcome
+            if gate is not None and exc.retry_after is not None:
+                gate.pause(float(exc.retry_after))  # the provider's word holds for every sender
             if checkpoint is not None:
                 checkpoint(result)  # what was accepted is recorded before we wait
             observer.retrying(batch.number, outcome.attempts, delay, str(exc))

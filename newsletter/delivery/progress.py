@@ -23,9 +23,10 @@ class SendObserver:
         pass
 
     def recorded(self, batches: int) -> None:
-        """The ledger holds everything this run did and nothing is in flight: called once the
-        plan is written and the backend open (`batches` 0), then after each batch is recorded
-        (the number of batches this run has recorded). A list send only."""
+        """The ledger holds everything this run has heard back: called once the plan is
+        written and the backend open (`batches` 0, nothing in flight), then after each batch is
+        recorded (the number of batches this run has recorded; with `delivery.concurrency`
+        above 1, other batches may be in flight meanwhile). A list send only."""
 
     def finished(self) -> None:
         pass

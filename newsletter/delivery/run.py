@@ -109,6 +109,7 @@ class SendRun:
     observer: SendObserver
     retry: RetryPolicy
     sleep: Callable[[float], None]
+    clock: Callable[[], float] | None = None  # monotonic seconds; None: the real clock
 
     @property
     def settings(self) -> Settings:
@@ -129,6 +130,7 @@ def start_run(
     observer: SendObserver,
     sleep: Callable[[float], None],
     retry: RetryPolicy | None,
+    clock: Callable[[], float] | None = None,
 ) -> SendRun:
     """The run of a prepared send: its backend (made now if given by name), the link signer
     (DeliveryError when the backend needs a real secret key and there is none)."""
@@ -157,4 +159,5 @@ def start_run(
         observer,
         retry or RetryPolicy.from_settings(settings),
         sleep,
+        clock,
     )

@@ -1,14 +1,17 @@
-"""The list send: lock, recover, plan, then claim → deliver → record, one batch at a time.
+"""The list send: lock, recover, plan, then claim → deliver → record, with up to
+`delivery.concurrency` batches in flight (`inflight`) while the next ones are claimed and filled.
 
 The ledger makes it safe to stop anywhere. A batch is marked `submitting` in a committed
 transaction before the backend is called, so after a crash its rows show that they may have gone
-out (they become `unknown`, never resent automatically); rows not yet claimed stay `pending` and
-the next `send` continues with them. Retries happen only when the backend says the request surely
-was not accepted.
+out (they become `unknown`, never resent automatically): at most one batch a slot. Rows not yet
+claimed stay `pending` and the next `send` continues with them. Retries happen only when the
+backend says the request surely was not accepted. Only this module's main thread writes the
+ledger; the slots' threads only talk to the provider.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -18,8 +21,10 @@ from ..config import Settings
 from ..errors import DeliveryError
 from ..store import Database
 from ..store import ledger as ledger_rows
+from .backends import in_flight_backends
 from .batch import Batch, BatchResult
-from .deliver import Outcome, deliver_with_retries, open_backend, stop_error
+from .deliver import open_backend, stop_error
+from .inflight import Flight, Gate, Slots
 from .lock import STALE_AFTER, SendLock
 from .plan import write_plan
 from .prepare import PreparedSend, prepare_send
@@ -43,6 +48,7 @@ def send_issue(
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
     stale_after: float = STALE_AFTER,
+    clock: Callable[[], float] | None = None,
     **options,
 ) -> SendResult:
     """Send the issue to every subscriber who has not had it; resumable, never twice.
@@ -54,7 +60,9 @@ def send_issue(
     stop; the ledger then says exactly who got what.
     """
     prepared = prepare_send(settings, db, issue_ref, **options)
-    return run_send(prepared, observer=observer, sleep=sleep, retry=retry, stale_after=stale_after)
+    return run_send(
+        prepared, observer=observer, sleep=sleep, retry=retry, stale_after=stale_after, clock=clock
+    )
 
 
 def run_send(
@@ -64,9 +72,15 @@ def run_send(
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
     stale_after: float = STALE_AFTER,
+    clock: Callable[[], float] | None = None,
 ) -> SendResult:
-    """Send a prepared issue (as it was loaded and checked; nothing is read again)."""
-    run = start_run(prepared, observer=observer or SendObserver(), sleep=sleep, retry=retry)
+    """Send a prepared issue (as it was loaded and checked; nothing is read again).
+
+    `sleep` and `clock` (monotonic seconds) are how the send waits and tells the time; a test
+    gives its own, and then nothing really waits."""
+    run = start_run(
+        prepared, observer=observer or SendObserver(), sleep=sleep, retry=retry, clock=clock
+    )
     if prepared.sandbox:
         return sandbox_send(run)
     db, issue, observer = run.db, run.issue, run.observer
@@ -140,7 +154,8 @@ class ListSend:
         stats.timed("plan", start)
 
     def send_batches(self) -> None:
-        """Open the backend, then claim, deliver and record batch after batch, segment by segment."""
+        """Open the backends, then claim batch after batch, segment by segment, while up to
+        `delivery.concurrency` of them are in flight; record each as it is answered."""
         run, db, issue_id, backend = self.run, self.run.db, self.run.issue.id, self.run.backend
         plan = ledger_rows.get_plan(db, issue_id)
         segments = ledger_rows.pending_segments(db, issue_id)
@@ -150,18 +165,116 @@ class ListSend:
         if not segments:
             run.observer.recorded(0)
             return
-        open_backend(backend, run.retry, run.sleep, run.observer)  # before claiming anyone
-        run.observer.recorded(0)
+        backends = [backend]
         try:
-            batch_no = ledger_rows.next_batch_no(db, issue_id)
-            for key, _count in segments:
-                while self._one_batch(key, plan.segments[key], batch_no):
-                    batch_no += 1
+            backends = in_flight_backends(backend, run.settings)
+            for each in backends:
+                open_backend(each, run.retry, run.sleep, run.observer)  # before claiming anyone
+            run.observer.recorded(0)
+            # A test's `sleep` stands for time itself; otherwise waits are real and a stop
+            # ends them.
+            wait = None if run.sleep is time.sleep else run.sleep
+            slots = Slots(
+                backends, run.retry, Gate(run.clock, wait), run.observer, self._checkpoint
+            )
+            self._fly(slots, plan, segments)
         finally:
-            backend.close()
+            for each in backends:
+                each.close()
 
-    def _one_batch(self, key: str, summary_ids: list[str], batch_no: int) -> bool:
-        """Claim, deliver and record one batch of a segment; False when the segment is done."""
+    def _fly(self, slots: Slots, plan, segments) -> None:
+        """Claim and start batches while a slot is free; record them as they land. The first
+        stop error (a refused request, an unknown outcome...) stops the claims: the batches in
+        flight land and are recorded, then it is raised."""
+        run, issue_id = self.run, self.run.issue.id
+        batch_no = ledger_rows.next_batch_no(run.db, issue_id)
+        stop: BaseException | None = None
+        claimed: Batch | None = None  # claimed, not yet handed to a slot
+        try:
+            for key, _count in segments:
+                while stop is None:
+                    while stop is None and not slots.has_free:
+                        stop = self._land(slots)
+                    if stop is not None:
+                        break
+                    claimed = self._claim(key, plan.segments[key], batch_no)
+                    if claimed is None:
+                        break
+                    batch_no += 1
+                    slots.start(key, claimed)
+                    claimed = None
+                    while stop is None and slots.finished:  # one slot: delivered in `start`
+                        stop = self._land(slots)
+                if stop is not None:
+                    break
+            if stop is not None:
+                slots.gate.stop()  # no more retries: what waits goes back to pending
+            while slots.flying:
+                error = self._land(slots)
+                stop = stop or error
+        except BaseException as exc:
+            slots.gate.stop()
+            # The first error is the one to report. Should recording fail too (the database
+            # itself failing), the rows stay `submitting` and the next run marks them unknown.
+            with contextlib.suppress(Exception):
+                if claimed is not None:  # claimed but never handed over: surely not sent
+                    ledger_rows.record(run.db, issue_id, pending=_keys(claimed))
+                self._after_interrupt(slots, exc)
+            raise
+        if stop is not None:
+            raise stop
+
+    def _land(self, slots: Slots, timeout: float | None = None) -> BaseException | None:
+        """Wait for the next batch in flight to finish and record it; its stop error, if any."""
+        start = time.perf_counter()
+        flight = slots.next_done(timeout)
+        self.run.stats.timed("request", start)  # the main thread waiting for answers
+        return None if flight is None else self._record(slots, flight)
+
+    def _after_interrupt(self, slots: Slots, exc: BaseException) -> None:
+        """Stopped by an interrupt (or an unforeseen error): no more claims; the batches in
+        flight get up to the delivery timeout to land, and are recorded either way."""
+        run, issue_id = self.run, self.run.issue.id
+        timeout = run.settings.delivery.timeout
+        under_way = sum(1 for f in slots.flying if not f.done)
+        if slots.threaded and under_way:
+            if isinstance(exc, KeyboardInterrupt):
+                run.observer.warn(
+                    f"interrupted: no more batches are claimed; waiting up to {timeout:g} s "
+                    f"for the {under_way} requests in flight"
+                )
+            deadline = time.monotonic() + timeout
+            try:
+                while any(not f.done for f in slots.flying):
+                    flight = slots.next_done(deadline - time.monotonic())
+                    if flight is None:
+                        break
+                    self._record(slots, flight)
+            except BaseException:  # interrupted again, or the ledger failed: stop waiting
+                pass
+        gone = slots.abandon()
+        for flight in slots.landed_unrecorded():
+            self._record(slots, flight)
+        for flight in gone:
+            o = flight.outcome
+            sent, failed = dict(o.sent), dict(o.failed)
+            rest = [k for k in flight.keys if k not in sent and k not in failed]
+            if slots.threaded:
+                reason = (
+                    f"no answer within {timeout:g} s after the send was stopped: may or may "
+                    "not have been sent"
+                )
+                ledger_rows.record(
+                    run.db, issue_id, sent=sent, failed=failed, unknown=dict.fromkeys(rest, reason)
+                )
+            else:
+                # Interrupted in the one slot's wait between attempts (a request under way
+                # ends inside deliver_with_retries): what was accepted is known, the rest
+                # never left.
+                ledger_rows.record(run.db, issue_id, sent=sent, failed=failed, pending=rest)
+
+    def _claim(self, key: str, summary_ids: list[str], batch_no: int) -> Batch | None:
+        """Claim a batch of a segment and fill its values; None when the segment is done."""
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         while True:
@@ -182,7 +295,7 @@ class ListSend:
                 break
             if not skipped:
                 stats.timed("claim", start)
-                return False
+                return None
         start = stats.timed("claim", start)
         email = run.renders.get(key, summary_ids)
         start = time.perf_counter()
@@ -190,7 +303,7 @@ class ListSend:
             run.personalizer.recipient(r.subscriber_id, r.email, r.name, r.topics) for r in rows
         ]
         stats.timed("values", start)
-        batch = Batch(
+        return Batch(
             issue_id,
             batch_no,
             email,
@@ -199,66 +312,50 @@ class ListSend:
             send_at=self.send_at,
             schedule_id=self.schedule_id,
         )
-        outcome = self._deliver_recorded(key, batch)
-        stats.count_batch(outcome, run.observer)
-        if outcome.error is not None:
-            raise stop_error(outcome, batch, issue_id) from None
-        run.observer.recorded(stats.batches)
-        return True
 
-    def _deliver_recorded(self, segment: str, batch: Batch) -> Outcome:
-        """One claimed batch through the backend, its outcome written to the ledger."""
+    def _checkpoint(self, flight: Flight, result: BatchResult) -> None:
+        """Before a slot waits to retry: record what was accepted, count the coming attempt."""
+        db, issue_id, outcome = self.run.db, self.run.issue.id, flight.outcome
+        ledger_rows.record(db, issue_id, sent=result.sent, failed=result.failed)
+        done = outcome.sent.keys() | outcome.failed.keys()
+        ledger_rows.add_attempt(db, issue_id, [k for k in flight.keys if k not in done])
+        self.lock.heartbeat()  # a long wait must not look like an abandoned lock
+
+    def _record(self, slots: Slots, flight: Flight) -> BaseException | None:
+        """A landed batch's outcome into the ledger; the error that stops the send, if any."""
         run, db, issue_id = self.run, self.run.db, self.run.issue.id
-        keys = [r.key for r in batch.recipients]
-        outcome = Outcome()
-
-        def checkpoint(result: BatchResult) -> None:
-            """Before waiting to retry: record what was accepted, count the coming attempt."""
-            ledger_rows.record(db, issue_id, sent=result.sent, failed=result.failed)
-            done = outcome.sent.keys() | outcome.failed.keys()
-            ledger_rows.add_attempt(db, issue_id, [k for k in keys if k not in done])
-            self.lock.heartbeat()  # a long wait must not look like an abandoned lock
-
+        batch, outcome = flight.batch, flight.outcome
         start = time.perf_counter()
-        try:
-            deliver_with_retries(
-                run.backend,
-                batch,
-                run.retry,
-                sleep=run.sleep,
-                observer=run.observer,
-                checkpoint=checkpoint,
-                outcome=outcome,
-            )
-        except BaseException:
-            # Every backend exception is caught inside; this is an interrupt during a wait
-            # between attempts (or a checkpoint): what was accepted is known, the rest is not
-            # in flight.
-            done = outcome.sent.keys() | outcome.failed.keys()
-            pending = [k for k in keys if k not in done]
-            ledger_rows.record(
-                db, issue_id, sent=outcome.sent, failed=outcome.failed, pending=pending
-            )
-            raise
-        start = run.stats.timed("request", start)
         provider_ids = set(outcome.sent.values())
         whole = len(outcome.sent) == len(batch.recipients) and len(provider_ids) == 1
         if whole and outcome.error is None:
             # The common case with SendGrid: one statement for the batch instead of one a row.
             ledger_rows.record_batch_sent(
-                db, issue_id, segment, list(outcome.sent), batch.number, provider_ids.pop()
+                db, issue_id, flight.segment, list(outcome.sent), batch.number, provider_ids.pop()
             )
         else:
+            pending = outcome.pending
+            if flight.stopped:  # its wait was cut short: the rest surely was not accepted
+                pending = flight.unanswered()
             ledger_rows.record(
                 db,
                 issue_id,
                 sent=outcome.sent,
                 failed=outcome.failed,
                 unknown=outcome.unknown,
-                pending=outcome.pending,
+                pending=pending,
             )
+        slots.forget(flight)
         run.stats.timed("record", start)
-        return outcome
+        run.stats.count_batch(outcome, run.observer)
+        if outcome.error is not None:
+            return stop_error(outcome, batch, issue_id)
+        run.observer.recorded(run.stats.batches)
+        return None
+
+
+def _keys(batch: Batch) -> list:
+    return [r.key for r in batch.recipients]
 
 
 def _schedule(db, issue_id, backend, when) -> tuple[int | None, str | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import functools
 import socket
+import threading
 from collections import Counter
 from email import policy
 from pathlib import Path
@@ -213,3 +214,64 @@ def schema_problems(bodies) -> list[str]:
     """Where request bodies break SendGrid's official mail-send schema."""
     schema = _mail_send_schema()
     return [f"{list(e.path)}: {e.message}" for body in bodies for e in schema.iter_errors(body)]
+
+
+class SlotBackend(BaseBackend):
+    """A backend for tests of batches in flight at once: `clone()` gives another instance
+    sharing the same record, so the send uses one a slot. `act(backend, batch, attempt,
+    result)` says what each call does (None: accept everyone), `attempt` counting that batch's
+    calls from 1. Records every call (batch number, attempt, the test clock's time), who was
+    accepted, how many calls were under way at once at most, and any instance used by two
+    threads at once."""
+
+    name = "slots"
+    requires_secret = False
+
+    class Shared:
+        def __init__(self, act, max_batch, clock):
+            self.act, self.max_batch, self.clock = act, max_batch, clock
+            self.cond = threading.Condition()
+            self.calls: list[tuple[int, int, float]] = []  # (batch, attempt, time)
+            self.received: list = []
+            self.under_way = self.most_under_way = 0
+            self.reentered = False
+            self.instances = 0
+
+    def __init__(self, act=None, max_batch: int = 3, clock=None, shared=None):
+        self.shared = shared or SlotBackend.Shared(act, max_batch, clock)
+        self.max_batch = self.shared.max_batch
+        self.busy = False
+        with self.shared.cond:
+            self.shared.instances += 1
+
+    def clone(self) -> SlotBackend:
+        return SlotBackend(shared=self.shared)
+
+    def wait_for(self, predicate, timeout: float = 30) -> bool:
+        """Block the calling thread until `predicate(shared)` holds (a safety timeout only)."""
+        with self.shared.cond:
+            return self.shared.cond.wait_for(lambda: predicate(self.shared), timeout)
+
+    def deliver(self, batch: Batch, result: BatchResult) -> None:
+        s = self.shared
+        with s.cond:
+            s.reentered |= self.busy
+            self.busy = True
+            attempt = 1 + sum(1 for b, _, _ in s.calls if b == batch.number)
+            s.calls.append((batch.number, attempt, s.clock() if s.clock else 0.0))
+            s.under_way += 1
+            s.most_under_way = max(s.most_under_way, s.under_way)
+            s.cond.notify_all()
+        try:
+            if s.act is not None:
+                s.act(self, batch, attempt, result)
+            if not result.sent and not result.failed:
+                for r in batch.recipients:
+                    result.sent[r.key] = f"msg-{batch.number}-{attempt}"
+            with s.cond:
+                s.received.extend(result.sent)
+        finally:
+            with s.cond:
+                s.under_way -= 1
+                self.busy = False
+                s.cond.notify_all()

@@ -8,7 +8,14 @@ from .base import Backend, BaseBackend
 
 BACKENDS = ("outbox", "smtp", "sendgrid")
 
-__all__ = ["BACKENDS", "Backend", "BaseBackend", "backend_for", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BaseBackend",
+    "backend_for",
+    "in_flight_backends",
+    "make_backend",
+]
 
 
 def make_backend(
@@ -47,3 +54,38 @@ def backend_for(
     if backend is None or isinstance(backend, str):
         return make_backend(backend, settings, sandbox=sandbox)
     return backend
+
+
+def in_flight_backends(backend: Backend, settings: Settings) -> list[Backend]:
+    """`backend` and the other instances that send beside it, one for each batch in flight at
+    once: `delivery.concurrency` of them (SMTP: at most `delivery.smtp.connections`). A
+    backend that makes no other instance of itself (`clone` gives None: the outbox, a test's)
+    sends alone."""
+    slots = settings.delivery.concurrency
+    if backend.name == "smtp":
+        slots = min(slots, settings.delivery.smtp.connections)
+    backends = [backend]
+    while len(backends) < slots:
+        other = _clone(backend)
+        if other is None:
+            break
+        backends.append(other)
+    return backends
+
+
+def _clone(backend: Backend) -> Backend | None:
+    clone = getattr(backend, "clone", None)
+    other = clone() if clone is not None else None
+    if other is None and backend.name == "sendgrid":
+        from .sendgrid import SendGridBackend
+
+        if type(backend) is SendGridBackend:
+            # Its own client, with the first one's key, host and timeout (until the SendGrid
+            # backend has a `clone` of its own).
+            other = SendGridBackend(
+                backend.settings,
+                api_key=backend.client.api_key,
+                host=backend.host,
+                sandbox=backend.sandbox,
+            )
+    return other

@@ -10,6 +10,10 @@ about SMTP or HTTP:
 - `OutcomeUnknown`: maybe accepted (timeout after sending, dropped answer, 500): never resend.
 - `PayloadRejected`: the request itself is wrong (400, 413): mark failed, stop.
 - `AuthenticationError` / `SendRefused`: refused outright (401, 403...): nothing sent, stop.
+
+A list send may keep several batches in flight (`delivery.concurrency`), each on its own thread
+with its own backend instance (`clone`): no instance is ever used by two threads at once. A
+backend that cannot make another instance of itself sends one batch at a time.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class Backend(Protocol):
     def create_schedule_id(self) -> str:
         """A provider id grouping a scheduled send (SendGrid batch_id)."""
 
+    def clone(self) -> Backend | None:
+        """Another instance configured like this one, for another batch in flight at the same
+        time (its own connection); None when this backend sends one batch at a time."""
+
     def close(self) -> None:
         """Release connections; called once, also after a failure."""
 
@@ -54,6 +62,9 @@ class BaseBackend:
 
     def open(self) -> None:
         pass
+
+    def clone(self) -> Backend | None:
+        return None
 
     def create_schedule_id(self) -> str:
         raise DeliveryError(f"the {self.name} backend cannot schedule a send (--at needs sendgrid)")

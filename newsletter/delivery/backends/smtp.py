@@ -86,6 +86,10 @@ class SmtpBackend(BaseBackend):
         self.conn: smtplib.SMTP | None = None
         self.connections = 0  # how many times we connected (tests check the reuse)
 
+    def clone(self) -> SmtpBackend:
+        """Another connection to the same relay (`delivery.smtp.connections` of them at most)."""
+        return SmtpBackend(self.settings, password=self.password, ssl_context=self.ssl_context)
+
     # Connection ------------------------------------------------------------------------------
 
     def open(self) -> None:
