@@ -114,7 +114,7 @@ def test_three_batches_in_flight_each_submitting_first_and_everyone_sent_once(se
             if batch.number == 1:
                 # What a crash now would leave: the three batches marked, committed.
                 other = Database(settings.paths.database)
-                seen_submitting.append(store.count_state(other, ISSUE, "submitting"))
+                seen_submitting.append(store.counts(other, ISSUE).get("submitting", 0))
                 other.close()
 
     backend = SlotBackend(act)
@@ -250,7 +250,7 @@ def test_a_refused_request_stops_the_send_and_the_batches_in_flight_are_recorded
     assert by_batch[1] == "sent"
     assert by_batch[2] == state
     assert by_batch[3] in ("pending", "sent")  # sent only if its retry began before the stop
-    assert store.count_state(db, ISSUE, "submitting") == 0
+    assert store.counts(db, ISSUE).get("submitting", 0) == 0
     assert {b for b, _, _ in backend.shared.calls} == {1, 2, 3}  # no claim after the stop
     counts = store.counts(db, ISSUE)
     assert counts["sent"] == len(backend.shared.received)

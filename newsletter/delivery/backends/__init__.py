@@ -74,18 +74,5 @@ def in_flight_backends(backend: Backend, settings: Settings) -> list[Backend]:
 
 
 def _clone(backend: Backend) -> Backend | None:
-    clone = getattr(backend, "clone", None)
-    other = clone() if clone is not None else None
-    if other is None and backend.name == "sendgrid":
-        from .sendgrid import SendGridBackend
-
-        if type(backend) is SendGridBackend:
-            # Its own client, with the first one's key, host and timeout (until the SendGrid
-            # backend has a `clone` of its own).
-            other = SendGridBackend(
-                backend.settings,
-                api_key=backend.client.api_key,
-                host=backend.host,
-                sandbox=backend.sandbox,
-            )
-    return other
+    clone = getattr(backend, "clone", None)  # a caller's own backend may lack it
+    return clone() if clone is not None else None

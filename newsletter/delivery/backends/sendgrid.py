@@ -75,6 +75,15 @@ class SendGridBackend(BaseBackend):
         self.mail_send = JsonPoster(self.client, "mail", "send")
         self.requests = 0
 
+    def clone(self) -> SendGridBackend:
+        """Another instance for another request in flight: its own client, with this one's key,
+        host, sandbox flag and request limit."""
+        other = SendGridBackend(
+            self.settings, api_key=self.client.api_key, host=self.host, sandbox=self.sandbox
+        )
+        other.max_request_bytes = self.max_request_bytes
+        return other
+
     def __repr__(self) -> str:  # never show the key
         return f"SendGridBackend(host={self.host!r}, sandbox={self.sandbox})"
 
