@@ -113,8 +113,8 @@ def add_rows(db: Database, issue_id: str, rows: Iterable[tuple[int, str, str, st
     """
     at = now()
     cur = db.conn.executemany(
-        "INSERT OR IGNORE INTO ledger (issue_id, subscriber_id, segment, state, reason, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (issue_id, subscriber_id, segment, state, reason, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         ((issue_id, sid, segment, state, reason, at) for sid, segment, state, reason in rows),
     )
     return cur.rowcount
