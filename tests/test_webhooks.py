@@ -17,6 +17,8 @@ from newsletter.store import subscribers as store
 from newsletter.web import create_app
 from tests.conftest import TEST_SECRET
 
+pytestmark = pytest.mark.both_engines
+
 ISSUE = "2026-12"
 NOW = int(time.time())  # for the events' own times; a batch is signed at the time it is posted
 

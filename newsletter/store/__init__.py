@@ -269,6 +269,16 @@ class Database:
         finally:
             self._depth = 0
 
+    # Dialect ------------------------------------------------------------------------------------
+
+    def bytewise(self, column: str) -> str:
+        """`column` compared and ordered by code point (as Python sorts), on either engine.
+
+        SQLite's NOCASE columns hold lower-case addresses, so their order already is; PostgreSQL's
+        `nocase` collation sorts by language rules, so there it is `COLLATE "C"` (indexed).
+        """
+        return column if self.engine == "sqlite" else f'{column} COLLATE "C"'
+
     def close(self) -> None:
         self.conn.close()
 

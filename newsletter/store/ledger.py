@@ -369,12 +369,13 @@ def iter_entries(
         where += " AND l.delivery = ?"
         args.append(delivery)
     last = ""
+    email = db.bytewise("s.email")
     while True:
         rows = db.conn.execute(
             "SELECT l.subscriber_id, s.email, l.state, l.reason, l.provider_id, l.attempts, "
             "l.batch_no, l.updated_at, l.delivery FROM ledger AS l "
-            f"JOIN subscribers AS s ON s.id = l.subscriber_id WHERE {where} AND s.email > ? "
-            "ORDER BY s.email LIMIT ?",
+            f"JOIN subscribers AS s ON s.id = l.subscriber_id WHERE {where} AND {email} > ? "
+            f"ORDER BY {email} LIMIT ?",
             (*args, last, page_size),
         ).fetchall()
         if not rows:

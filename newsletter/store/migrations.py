@@ -224,6 +224,12 @@ CREATE OR REPLACE FUNCTION instr(haystack text, needle text) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT AS 'SELECT strpos(haystack, needle)';
 """
 
+# After migration 1 on PostgreSQL: addresses in code-point order (`Database.bytewise`), which
+# SQLite's NOCASE index of lower-case addresses gives for nothing.
+POSTGRESQL_BYTEWISE_EMAIL = """
+CREATE INDEX subscribers_by_email_bytewise ON subscribers (email COLLATE "C");
+"""
+
 _TRIGGER = re.compile(
     r"CREATE TRIGGER (\w+) BEFORE (UPDATE|DELETE) ON (\w+)\s+"
     r"BEGIN SELECT RAISE\(ABORT, '([^']*)'\); END;",
@@ -263,7 +269,7 @@ _V3_REBUILD_END = "CREATE INDEX subscribers_by_status ON subscribers (status, id
 assert MIGRATIONS[2].count(_V3_REBUILD_END) == 1
 
 POSTGRESQL: dict[int, str] = {
-    1: POSTGRESQL_PRELUDE + to_postgresql(MIGRATIONS[0]),
+    1: POSTGRESQL_PRELUDE + to_postgresql(MIGRATIONS[0]) + POSTGRESQL_BYTEWISE_EMAIL,
     # 2 rebuilt the ledger to change its primary key: PostgreSQL changes it in place.
     2: """
     ALTER TABLE ledger DROP CONSTRAINT ledger_pkey,

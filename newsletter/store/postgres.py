@@ -168,7 +168,22 @@ def connect(url: str, timeout: float) -> Connection:
         )
     except psycopg.Error as exc:
         raise _translate_error(exc) from None
+    raw.adapters.register_dumper(bool, _bool_dumper())
     return Connection(raw, timeout)
+
+
+def _bool_dumper():
+    """Python's True and False as 1 and 0, as sqlite3 stores them (the schema has no booleans)."""
+    import psycopg
+    from psycopg.adapt import Dumper
+
+    class BoolAsInteger(Dumper):
+        oid = psycopg.postgres.types["int4"].oid
+
+        def dump(self, obj) -> bytes:
+            return b"1" if obj else b"0"
+
+    return BoolAsInteger
 
 
 class Connection:
