@@ -86,6 +86,21 @@ def database_url(engine: str, request, monkeypatch) -> Iterator[str | None]:
 
 
 @pytest.fixture
+def another_database(engine: str, request) -> Iterator[dict[str, str]]:
+    """The environment that points a command at a second, empty database: on PostgreSQL a second
+    database's URL; on SQLite nothing (the test names another file in its settings)."""
+    if engine != "postgresql":
+        yield {}
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    with Database(url, migrate=False) as fresh:
+        fresh.migrate()
+    yield {"NEWSLETTER_DATABASE_URL": url}
+    server.drop_database(url)
+
+
+@pytest.fixture
 def workspace(tmp_path: Path, database_url) -> Path:
     """A copy of the repository's workspace (settings, summaries, issues, templates, CSV); its
     database is `engine`'s."""

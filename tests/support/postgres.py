@@ -130,6 +130,19 @@ class PostgresServer:
         if self.root is None:
             return
         if self.port:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop")
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            )
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+
+
+def workspace_database(workspace: Path) -> str | Path:
+    """The test workspace's database: the test's PostgreSQL URL (NEWSLETTER_DATABASE_URL, set by
+    the `database_url` fixture), else the workspace's SQLite file."""
+    return os.environ.get("NEWSLETTER_DATABASE_URL") or workspace / "newsletter.db"
