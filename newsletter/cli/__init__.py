@@ -93,6 +93,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "The public archive of sent issues: pages, topic pages, feed, sitemap, search.",
     ),
     "check": ("editor", "Pre-send checks: content, size, disclaimer, links, placeholders."),
+    "db": (
+        "db",
+        "The database: where its schema stands, upgrading it, copying it to another engine.",
+    ),
     "compose": ("editor", "Pick the latest summaries and write issues/<id>.yaml."),
     "preview": (
         "editor",
