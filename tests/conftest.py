@@ -39,11 +39,18 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only(reason): in a both_engines module, a test of SQLite's own ways"
     )
+    config.addinivalue_line(
+        "markers", "postgresql_only: a test of what only PostgreSQL does (several writers)"
+    )
 
 
 def pytest_generate_tests(metafunc) -> None:
     marked = metafunc.definition.get_closest_marker
-    if "engine" in metafunc.fixturenames and marked("both_engines") and not marked("sqlite_only"):
+    if "engine" not in metafunc.fixturenames:
+        return
+    if marked("postgresql_only"):
+        metafunc.parametrize("engine", ["postgresql"], indirect=True)
+    elif marked("both_engines") and not marked("sqlite_only"):
         metafunc.parametrize("engine", ENGINES, indirect=True)
 
 

@@ -236,11 +236,13 @@ class Database:
     # Transactions ------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, exclusive: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception); nested uses join the outer one.
 
         On PostgreSQL, BEGIN and a transaction-wide advisory lock: writers take turns, as on
-        SQLite, so every read-then-write in the store stays one step there too.
+        SQLite, so every read-then-write in the store stays one step there too. With
+        `exclusive=False` (PostgreSQL only; SQLite always has one writer) no such lock: the
+        statements must lock the rows they need themselves (`ledger.claim_for_worker`).
         """
         if self._depth:
             self._depth += 1
@@ -254,7 +256,8 @@ class Database:
         else:
             self.conn.execute("BEGIN")
             try:
-                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+                if exclusive:
+                    self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
