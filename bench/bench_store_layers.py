@@ -167,8 +167,10 @@ class Core:
         import sqlalchemy as sa
 
         self.sa = sa
-        url = f"sqlite:///{target}" if engine == "sqlite" else target.replace(
-            "postgresql://", "postgresql+psycopg://"
+        url = (
+            f"sqlite:///{target}"
+            if engine == "sqlite"
+            else target.replace("postgresql://", "postgresql+psycopg://")
         )
         self.engine = sa.create_engine(url)
         if engine == "sqlite":
@@ -219,7 +221,8 @@ class Core:
         keys = ("email", "name", "topics", "status", "created_at", "updated_at")
         with self.conn.begin():
             self.conn.execute(
-                self.sa.insert(self.subscribers), [dict(zip(keys, p, strict=True)) for p in people(n)]
+                self.sa.insert(self.subscribers),
+                [dict(zip(keys, p, strict=True)) for p in people(n)],
             )
 
     def plan(self):
