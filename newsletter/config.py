@@ -289,6 +289,10 @@ class Settings(Strict):
     max_summaries: int = Field(8, ge=1, le=50)
     max_html_kb: int = Field(90, ge=10)
     paths: Paths = Paths()
+    # The store: a SQLite file (a path, relative to this file) or a PostgreSQL database
+    # (`postgresql://user@host/name`, without its password: NEWSLETTER_DATABASE_URL carries a
+    # URL with one and overrides this). Unset: `paths.database`.
+    database: str | None = Field(None, min_length=1, max_length=2000)
     delivery: DeliverySettings = DeliverySettings()
     tracking: TrackingSettings = TrackingSettings()
     source: SourceSettings = SourceSettings()
@@ -325,6 +329,24 @@ class Settings(Strict):
             )
         return self
 
+    @field_validator("database")
+    @classmethod
+    def _database_location(cls, value: str | None) -> str | None:
+        if value is None or not _looks_like_url(value):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"{parts.scheme}:// is not a database this tool can use: give a SQLite file's "
+                "path or a postgresql:// URL"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "the URL holds a password, which does not belong in the settings file: set "
+                "NEWSLETTER_DATABASE_URL in the environment instead"
+            )
+        return value
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
         resolved = {
@@ -339,6 +361,20 @@ class Settings(Strict):
         return self
 
     # Convenience views -------------------------------------------------------------------------
+
+    def database_location(self, environment: Environment | None = None) -> str | Path:
+        """The store: NEWSLETTER_DATABASE_URL, else `database` (a URL as given, a path resolved
+        against the settings file), else `paths.database`. A URL may carry a password: show it
+        only through `store.describe`."""
+        environment = environment or Environment.read()
+        if environment.database_url:
+            return environment.database_url
+        if self.database is None:
+            return self.paths.database
+        if _looks_like_url(self.database):
+            return self.database
+        path = Path(self.database)
+        return path if path.is_absolute() else self.base_dir / path
 
     @property
     def topic_slugs(self) -> list[str]:
@@ -394,6 +430,10 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _looks_like_url(text: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
 def display_path(path: Path) -> str:
     """A path as the user would type it: relative to the current folder when inside it."""
     try:
@@ -442,6 +482,8 @@ class Environment:
     )
     smtp_password: str | None = field(default=None, metadata={"var": "SMTP_PASSWORD"})
     config: str | None = field(default=None, metadata={"var": "NEWSLETTER_CONFIG"})
+    # The store as a URL (`postgresql://user:password@host/name`): it may carry a password.
+    database_url: str | None = field(default=None, metadata={"var": "NEWSLETTER_DATABASE_URL"})
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:

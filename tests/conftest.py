@@ -1,7 +1,15 @@
-"""Shared fixtures: a throw-away copy of the example workspace, and a CLI runner bound to it."""
+"""Shared fixtures: a throw-away copy of the example workspace, and a CLI runner bound to it.
+
+The workspace's database is SQLite, or PostgreSQL in the modules and tests marked
+`@pytest.mark.both_engines` (each of their tests runs once per engine): a fresh database on a
+throw-away server (`tests/support/postgres.py`) started once for the session, named to the test by
+NEWSLETTER_DATABASE_URL. Without PostgreSQL installed those cases skip, unless
+NEWSLETTER_TEST_REQUIRE_POSTGRES=1 (as `.ci/run` sets), which makes them fail.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -14,16 +22,95 @@ from werkzeug.serving import make_server
 
 from newsletter.cli import cli
 from newsletter.config import Settings, load_settings
-from newsletter.store import Database
+from newsletter.store import Database, open_database
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ISSUE = "2026-12"
 TEST_SECRET = "test-secret-key-for-signing-links-0123456789"
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "both_engines: run each test on SQLite and on PostgreSQL (the `engine` fixture)"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): in a both_engines module, a test of SQLite's own ways"
+    )
+    config.addinivalue_line(
+        "markers", "postgresql_only: a test of what only PostgreSQL does (several writers)"
+    )
+
+
+def pytest_generate_tests(metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker
+    if "engine" not in metafunc.fixturenames:
+        return
+    if marked("postgresql_only"):
+        metafunc.parametrize("engine", ["postgresql"], indirect=True)
+    elif marked("both_engines") and not marked("sqlite_only"):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throw-away PostgreSQL server for the session (started on first use)."""
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer()
+    if server.start() is None:
+        reason = f"PostgreSQL unavailable: {server.missing}"
+        if os.environ.get("NEWSLETTER_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (NEWSLETTER_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    """A copy of the repository's workspace (settings, summaries, issues, templates, CSV)."""
+def engine(request) -> str:
+    """The store's engine for this test: 'sqlite', unless the test is marked both_engines."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(engine: str, request, monkeypatch) -> Iterator[str | None]:
+    """On PostgreSQL: a fresh, upgraded database, given to the workspace (and to every process
+    the test starts) through NEWSLETTER_DATABASE_URL. None on SQLite (the workspace's file)."""
+    if engine != "postgresql":
+        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+        yield None
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    with Database(url, migrate=False) as fresh:
+        fresh.migrate()
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture
+def another_database(engine: str, request) -> Iterator[dict[str, str]]:
+    """The environment that points a command at a second, empty database: on PostgreSQL a second
+    database's URL; on SQLite nothing (the test names another file in its settings)."""
+    if engine != "postgresql":
+        yield {}
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    with Database(url, migrate=False) as fresh:
+        fresh.migrate()
+    yield {"NEWSLETTER_DATABASE_URL": url}
+    server.drop_database(url)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, database_url) -> Path:
+    """A copy of the repository's workspace (settings, summaries, issues, templates, CSV); its
+    database is `engine`'s."""
     root = tmp_path / "ws"
     root.mkdir()
     for name in ("summaries", "issues", "templates"):
@@ -42,7 +129,7 @@ def settings(workspace: Path) -> Settings:
 @pytest.fixture
 def db(settings: Settings) -> Iterator[Database]:
     """The workspace's database (created and migrated on first use)."""
-    database = Database(settings.paths.database)
+    database = open_database(settings)
     yield database
     database.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
 from tests.support.delivery import (
@@ -14,6 +16,8 @@ from tests.support.delivery import (
     titles_for,
     titles_in,
 )
+
+pytestmark = pytest.mark.both_engines
 
 
 def outbox_messages(settings, issue=ISSUE):

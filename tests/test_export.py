@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from newsletter import subscribers as subs
 from newsletter.store import Database
 from newsletter.store import subscribers as store
+from tests.support.postgres import workspace_database
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_export_format(tmp_path):
@@ -34,7 +39,7 @@ def test_export_of_an_empty_list_is_the_header(tmp_path):
     assert out.getvalue() == "email,name,topics,status\n"
 
 
-def test_round_trip_is_byte_identical(workspace, run, tmp_path):
+def test_round_trip_is_byte_identical(workspace, run, tmp_path, another_database):
     assert run("subscribers", "import", "subscribers.example.csv").exit_code == 0
     # Change some state the way an admin would, so the round trip carries more than the file.
     assert run("subscribers", "unsubscribe", "maria.keller@example.org").exit_code == 0
@@ -55,13 +60,15 @@ def test_round_trip_is_byte_identical(workspace, run, tmp_path):
     settings_text = (workspace / "newsletter.yaml").read_text(encoding="utf-8")
     fresh = workspace / "fresh.yaml"
     fresh.write_text(settings_text.replace("database: newsletter.db", "database: fresh.db"))
-    imported = run("--config", "fresh.yaml", "subscribers", "import", "first.csv")
+    imported = run(
+        "--config", "fresh.yaml", "subscribers", "import", "first.csv", env=another_database
+    )
     assert imported.exit_code == 0, imported.stderr
     assert "25 added" in imported.stdout
-    second = run("--config", "fresh.yaml", "subscribers", "export")
+    second = run("--config", "fresh.yaml", "subscribers", "export", env=another_database)
     assert second.exit_code == 0
     assert second.stdout_bytes == exported
-    assert (workspace / "fresh.db").exists()
+    assert (workspace / "fresh.db").exists() == (not another_database)
 
 
 def test_unsubscribes_survive_the_round_trip(tmp_path, settings):
@@ -97,7 +104,7 @@ def test_export_into_a_missing_folder_is_a_clear_error(run):
 
 
 def test_export_warns_about_topics_the_settings_no_longer_name(workspace, run):
-    with Database(workspace / "newsletter.db") as db:
+    with Database(workspace_database(workspace)) as db:
         store.insert(db, "old@example.org", topics=["retired-topic", "genetics"])
     result = run("subscribers", "export")
     assert result.exit_code == 0
@@ -108,7 +115,7 @@ def test_export_warns_about_topics_the_settings_no_longer_name(workspace, run):
 
 
 def test_export_to_stdout_is_utf8(workspace, run):
-    with Database(workspace / "newsletter.db") as db:
+    with Database(workspace_database(workspace)) as db:
         store.insert(db, "chen@example.com", name="陈伟")
     result = run("subscribers", "export")
     assert result.exit_code == 0
@@ -147,7 +154,7 @@ def add_formula_like_names(db_path):
 
 
 def test_names_that_look_like_formulas_are_exported_as_text(workspace, run):
-    add_formula_like_names(workspace / "newsletter.db")
+    add_formula_like_names(workspace_database(workspace))
     exported = run("subscribers", "export")
     assert exported.exit_code == 0, exported.stderr
     listed = run("subscribers", "list", "--csv")
@@ -160,20 +167,22 @@ def test_names_that_look_like_formulas_are_exported_as_text(workspace, run):
 
 
 def test_formula_escaping_is_undone_by_the_import_and_the_round_trip_is_byte_identical(
-    workspace, run
+    workspace, run, another_database
 ):
-    add_formula_like_names(workspace / "newsletter.db")
+    add_formula_like_names(workspace_database(workspace))
     first = run("subscribers", "export", "-o", "first.csv")
     assert first.exit_code == 0, first.stderr
     settings_text = (workspace / "newsletter.yaml").read_text(encoding="utf-8")
     fresh = workspace / "fresh.yaml"
     fresh.write_text(settings_text.replace("database: newsletter.db", "database: fresh.db"))
-    imported = run("--config", "fresh.yaml", "subscribers", "import", "first.csv")
+    imported = run(
+        "--config", "fresh.yaml", "subscribers", "import", "first.csv", env=another_database
+    )
     assert imported.exit_code == 0, imported.stderr
-    with Database(workspace / "fresh.db") as db:
+    with Database(another_database.get("NEWSLETTER_DATABASE_URL") or workspace / "fresh.db") as db:
         stored = [(s.email, s.name) for s in store.iter_subscribers(db, status=None)]
     assert stored == [original for original, _ in FORMULA_LIKE]
-    second = run("--config", "fresh.yaml", "subscribers", "export")
+    second = run("--config", "fresh.yaml", "subscribers", "export", env=another_database)
     assert second.stdout_bytes == (workspace / "first.csv").read_bytes()
 
 

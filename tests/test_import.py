@@ -15,6 +15,7 @@ from newsletter import subscribers as subs
 from newsletter.errors import ImportRefused, SubscriberError
 from newsletter.store import Database
 from newsletter.store import subscribers as store
+from tests.support.postgres import workspace_database
 
 HEADER = "email,name,topics,status\n"
 SEED = HEADER + (
@@ -24,25 +25,25 @@ SEED = HEADER + (
 )
 
 
-def snapshot(path: Path) -> tuple[list, list]:
+pytestmark = pytest.mark.both_engines
+
+
+def snapshot(location: str | Path) -> tuple[list, list]:
     """Every row of subscribers and history, read through a separate connection."""
-    conn = sqlite3.connect(path)
-    try:
+    with Database(location) as other:
         return (
-            conn.execute("SELECT * FROM subscribers ORDER BY id").fetchall(),
-            conn.execute("SELECT * FROM history ORDER BY id").fetchall(),
+            [tuple(r) for r in other.conn.execute("SELECT * FROM subscribers ORDER BY id")],
+            [tuple(r) for r in other.conn.execute("SELECT * FROM history ORDER BY id")],
         )
-    finally:
-        conn.close()
 
 
 @pytest.fixture
-def seeded(workspace, run) -> Path:
-    """The workspace's database holding three subscribers (one unsubscribed); returns its path."""
+def seeded(workspace, run) -> str | Path:
+    """The workspace's database holding three subscribers (one unsubscribed); returns where."""
     (workspace / "seed.csv").write_text(SEED, encoding="utf-8")
     result = run("subscribers", "import", "seed.csv")
     assert result.exit_code == 0, result.stderr
-    return workspace / "newsletter.db"
+    return workspace_database(workspace)
 
 
 def status_of(db_path: Path, email: str) -> str:
@@ -180,7 +181,7 @@ def test_import_the_example_file(workspace, run):
     )
     again = run("subscribers", "import", "subscribers.example.csv")
     assert "25 rows: 0 added, 0 updated, 25 unchanged, 0 refused" in again.stdout
-    with Database(workspace / "newsletter.db") as db:
+    with Database(workspace_database(workspace)) as db:
         assert store.count_by_status(db) == {
             "subscribed": 20,
             "unsubscribed": 2,
@@ -285,11 +286,11 @@ def test_an_old_list_reimported_does_not_undo_an_unsubscribe(workspace, run):
     assert "25 rows: 0 added, 0 updated, 25 unchanged, 0 refused" in result.stdout
     assert "1 rows ask for a weaker status than the subscriber has" in result.stdout
     assert "--resubscribe" in result.stdout
-    assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "unsubscribed"
+    assert status_of(workspace_database(workspace), "maria.keller@example.org") == "unsubscribed"
     # Only an explicit --resubscribe brings them (and the example's other leavers) back.
     result = run("subscribers", "import", "subscribers.example.csv", "--resubscribe")
     assert "1 updated" in result.stdout
-    assert status_of(workspace / "newsletter.db", "maria.keller@example.org") == "subscribed"
+    assert status_of(workspace_database(workspace), "maria.keller@example.org") == "subscribed"
 
 
 def test_an_import_never_weakens_a_complaint_or_an_unsubscribe(workspace, run):
@@ -316,7 +317,7 @@ def test_an_import_never_weakens_a_complaint_or_an_unsubscribe(workspace, run):
     assert result.exit_code == 0
     assert "6 rows: 0 added, 2 updated, 4 unchanged, 0 refused" in result.stdout
     assert "4 rows ask for a weaker status than the subscriber has" in result.stdout
-    db = workspace / "newsletter.db"
+    db = workspace_database(workspace)
     assert [
         status_of(db, f"{who}@example.org") for who in ("angry", "gone", "left", "bounced")
     ] == [
@@ -441,7 +442,7 @@ def test_batches_cover_every_row_with_history(db, settings, tmp_path):
 
 def test_failure_midway_writes_nothing(db, settings, tmp_path):
     store.insert(db, "p3@example.net", name="Before", topics=["genetics"])
-    before = snapshot(db.path)
+    before = snapshot(db.location)
     seen = []
 
     def fail_after_first_batch(done, total):
@@ -457,18 +458,18 @@ def test_failure_midway_writes_nothing(db, settings, tmp_path):
             on_batch=fail_after_first_batch,
         )
     assert seen == [10]  # 9 added + the one there before
-    assert snapshot(db.path) == before
+    assert snapshot(db.location) == before
 
 
 CHILD = """
 import sys
 from newsletter import subscribers as subs
 from newsletter.config import load_settings
-from newsletter.store import Database
+from newsletter.store import open_database
 from newsletter.store import subscribers as store
 
 settings = load_settings(sys.argv[1])
-db = Database(settings.paths.database)
+db = open_database(settings)
 
 def wait_to_be_killed(done, total):
     print(done, store.count(db), flush=True)
@@ -498,9 +499,10 @@ def test_killed_halfway_writes_nothing(workspace, settings, seeded, tmp_path):
         child.wait()
     assert child.returncode == -9
     assert snapshot(seeded) == before
-    conn = sqlite3.connect(seeded)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+    if not isinstance(seeded, str):  # a SQLite file: not damaged either
+        conn = sqlite3.connect(seeded)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
 
 
 def test_import_refused_carries_every_problem(db, settings, tmp_path):
@@ -512,6 +514,7 @@ def test_import_refused_carries_every_problem(db, settings, tmp_path):
     assert store.count(db) == 0
 
 
+@pytest.mark.sqlite_only
 def test_a_busy_database_is_a_clear_error(settings, tmp_path):
     path = tmp_path / "busy.db"
     Database(path).close()

@@ -32,8 +32,8 @@ from newsletter.errors import (
     PayloadRejected,
     SendLocked,
 )
-from newsletter.store import Database
 from newsletter.store import ledger as store
+from newsletter.store import open_database
 from newsletter.store.events import record_delivery
 from newsletter.store.subscribers import get_row_by_email, iter_subscribers, write_status
 from newsletter.tokens import LinkSigner
@@ -50,6 +50,8 @@ from tests.support.delivery import (
 
 NO_JITTER = RetryPolicy(max_attempts=4, base=1.0, maximum=8.0, rand=lambda: 1.0)
 EVERYONE = ELIGIBLE + [f"user{i}@example.org" for i in range(5)]
+
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def test_a_batch_is_committed_as_submitting_before_the_provider_is_called(settin
     seen = []
 
     def look_from_another_connection(batch, result):
-        other = Database(settings.paths.database)
+        other = open_database(settings)
         ids = [r.subscriber_id for r in batch.recipients]
         marks = ",".join("?" * len(ids))
         states = other.conn.execute(
@@ -310,7 +312,7 @@ def test_a_second_send_of_the_same_issue_is_refused_while_one_runs(settings, db)
     refused = []
 
     def try_a_concurrent_send(batch, result):
-        other_db = Database(settings.paths.database)
+        other_db = open_database(settings)
         other = ScriptedBackend()
         with pytest.raises(SendLocked, match="being sent by another process"):
             send_issue(settings, other_db, ISSUE, backend=other)
@@ -398,7 +400,7 @@ def test_an_interrupt_while_waiting_to_retry_keeps_the_sent_and_the_rest_pending
 
 def ledger_rows(settings, ids) -> list[tuple[str, int | None, str | None]]:
     """(state, batch_no, provider_id) of these subscribers' rows, read on a connection of its own."""
-    other = Database(settings.paths.database)
+    other = open_database(settings)
     try:
         return [
             (e.state, e.batch_no, e.provider_id)
@@ -433,7 +435,7 @@ def test_a_late_answer_to_a_taken_over_batch_leaves_the_batch_now_in_flight_alon
         answer("taker-1")(batch, result)
 
     def taker_send():
-        other = Database(settings.paths.database)
+        other = open_database(settings)
         try:
             send(settings, other, taker, retry_unknown=True, retry_unknown_now=True, stale_after=-1)
         except BaseException as exc:  # reported by the main thread
@@ -481,7 +483,7 @@ def test_a_stalled_send_that_plans_late_never_resets_what_another_send_has_sent(
             yield page
             if n == 0 and not taken_over:
                 taken_over.append(True)
-                other = Database(settings.paths.database)
+                other = open_database(settings)
                 try:
                     send(settings, other, taker, stale_after=-1)
                 finally:

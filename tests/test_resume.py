@@ -35,6 +35,8 @@ from tests.support.delivery import (
 )
 from tests.support.paused_send import PAUSE_MARK
 
+pytestmark = pytest.mark.both_engines
+
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "k" * 40
 BATCH = 3
@@ -48,6 +50,8 @@ class SendProcess:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))
         }
+        if os.environ.get("NEWSLETTER_DATABASE_URL"):  # the test's PostgreSQL database
+            env["NEWSLETTER_DATABASE_URL"] = os.environ["NEWSLETTER_DATABASE_URL"]
         env.update(
             NEWSLETTER_SECRET_KEY=SECRET,
             SENDGRID_API_KEY=TEST_API_KEY,

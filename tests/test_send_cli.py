@@ -12,6 +12,8 @@ from newsletter.store import ledger as store
 from newsletter.store.subscribers import insert
 from tests.support.delivery import ISSUE, add_people, database
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def db(settings):

@@ -19,6 +19,8 @@ import yaml
 from newsletter.delivery import build_report
 from tests.support.delivery import ISSUE, database, parse
 
+pytestmark = pytest.mark.both_engines
+
 # The modules of the send path, imported before wrapping so that every reference is replaced
 # (a module imported later would hold the unwrapped function).
 SEND_PATH = (

@@ -29,6 +29,8 @@ from tests.support.signup import (
 )
 from tests.support.web import send_outbox
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def clock():

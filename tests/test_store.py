@@ -1,4 +1,5 @@
-"""The SQLite store: migrations, subscriber queries, append-only history, import staging."""
+"""The store: migrations, subscriber queries, append-only history, import staging (on SQLite
+and PostgreSQL; the tests of SQLite's own ways say so)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import sqlite3
 
 import pytest
 
-from newsletter.store import Database
+from newsletter.store import Database, IntegrityError
 from newsletter.store import subscribers as store
 from newsletter.store.migrations import MIGRATIONS
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database(tmp_path / "state" / "newsletter.db")
+def db(tmp_path, database_url):
+    database = Database(database_url or tmp_path / "state" / "newsletter.db")
     yield database
     database.close()
 
@@ -31,7 +34,7 @@ def test_database_is_created_on_first_use_with_wal_and_foreign_keys(tmp_path):
 
 
 def test_foreign_keys_are_enforced(db):
-    with pytest.raises(sqlite3.IntegrityError), db.transaction():
+    with pytest.raises(IntegrityError), db.transaction():
         db.conn.execute(
             "INSERT INTO history (subscriber_id, at, field, source) VALUES (999, 'x', 'name', 'cli')"
         )
@@ -45,7 +48,7 @@ def test_insert_and_look_up_by_id_and_email_ignoring_case(db):
     assert store.get_row(db, sub.id) == sub
     assert store.get_row_by_email(db, "ANA@example.org") == sub
     assert store.get_row_by_email(db, "nobody@example.org") is None
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError):
         store.insert(db, "ana@EXAMPLE.org")
 
 
@@ -69,9 +72,9 @@ def test_status_change_is_recorded_in_history(db):
 
 def test_history_is_append_only(db):
     sub = store.insert(db, "a@example.org")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         db.conn.execute("UPDATE history SET source = 'web' WHERE subscriber_id = ?", (sub.id,))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         db.conn.execute("DELETE FROM history WHERE subscriber_id = ?", (sub.id,))
     assert len(store.history_rows(db, sub.id)) == 2
 
@@ -146,6 +149,7 @@ def test_topics_encoding_round_trips():
 # Import staging ----------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_import_stage_lives_outside_the_database_file(db, tmp_path):
     with store.ImportStage(db) as stage:
         stage.add([(2, "a@example.org", "A", "all", None, True)])
@@ -241,7 +245,7 @@ def test_ledger_rows_survive_the_move_to_a_segment_clustered_ledger(tmp_path, mo
             "SELECT issue_id, subscriber_id, segment, state, provider_id FROM ledger"
         )
         assert [tuple(r) for r in rows] == [("2026-12", ana.id, "a|b", "sent", "msg-1")]
-        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+        with pytest.raises(IntegrityError), new.transaction():
             new.conn.execute(
                 "INSERT INTO ledger (issue_id, subscriber_id, segment, state, updated_at) "
                 "VALUES ('2026-12', ?, 'other', 'pending', 'now')",
@@ -285,12 +289,12 @@ def test_a_database_before_signup_upgrades_and_keeps_every_row(tmp_path, monkeyp
         assert "subscribers_by_status" in indexes
         assert store.write_status(new, ana.id, "subscribed", "signup", "confirmed")
         assert store.get_row(new, ana.id).status_source == "signup"
-        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+        with pytest.raises(IntegrityError), new.transaction():
             new.conn.execute(
                 "INSERT INTO history (subscriber_id, at, field, source) "
                 "VALUES (999, 'x', 'name', 'cli')"
             )
-        with pytest.raises(sqlite3.IntegrityError), new.transaction():
+        with pytest.raises(IntegrityError), new.transaction():
             new.conn.execute("UPDATE subscribers SET status_source = 'elsewhere'")
         tables = {
             r[0] for r in new.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")

@@ -10,6 +10,8 @@ import pytest
 from newsletter import subscribers as subs
 from newsletter.store import subscribers as store
 
+pytestmark = pytest.mark.both_engines
+
 
 def get(db, email):
     return store.get_row_by_email(db, email)

@@ -11,6 +11,8 @@ from newsletter.tokens import LinkSigner
 from newsletter.web.preferences import NoTopicChosen, chosen_topics
 from tests.conftest import TEST_SECRET
 
+pytestmark = pytest.mark.both_engines
+
 SIGNER = LinkSigner(TEST_SECRET)
 
 

@@ -11,6 +11,8 @@ from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
 from tests.conftest import TEST_SECRET, serving
 
+pytestmark = pytest.mark.both_engines
+
 SIGNER = LinkSigner(TEST_SECRET)
 ONE_CLICK = "List-Unsubscribe=One-Click"
 

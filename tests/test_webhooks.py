@@ -15,6 +15,8 @@ from newsletter.web import create_app
 from tests.conftest import TEST_SECRET
 from tests.support.webhooks import make_key_pair, sign, signed_now
 
+pytestmark = pytest.mark.both_engines
+
 ISSUE = "2026-12"
 NOW = int(time.time())  # for the events' own times; a batch is signed at the time it is posted
 

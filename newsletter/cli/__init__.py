@@ -58,17 +58,17 @@ class App:
         if self._db is None:
             from ..store import open_database
 
-            self._db = open_database(self.settings)
+            self._db = open_database(self.settings, self.environment)
         return self._db
 
-    def database_in_use(self) -> tuple[Path | None, float]:
-        """The database file this command opened (or would open) and its busy timeout."""
-        from ..store import BUSY_TIMEOUT
+    def database_in_use(self) -> tuple[str | Path | None, float]:
+        """The database (file or URL) this command opened (or would open) and its busy timeout."""
+        from ..store import BUSY_TIMEOUT, location
 
         if self._db is not None:
-            return self._db.path, self._db.timeout
+            return self._db.location, self._db.timeout
         try:
-            return self.settings.paths.database, BUSY_TIMEOUT
+            return location(self.settings, self.environment), BUSY_TIMEOUT
         except (NewsletterError, OSError):
             return None, BUSY_TIMEOUT
 
@@ -93,6 +93,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "The public archive of sent issues: pages, topic pages, feed, sitemap, search.",
     ),
     "check": ("editor", "Pre-send checks: content, size, disclaimer, links, placeholders."),
+    "db": (
+        "db",
+        "The database: where its schema stands, upgrading it, copying it to another engine.",
+    ),
     "compose": ("editor", "Pick the latest summaries and write issues/<id>.yaml."),
     "preview": (
         "editor",

@@ -28,7 +28,9 @@ def build(app, output):
     from ..config import display_path
 
     settings = app.settings
-    db = app.db if settings.paths.database.exists() else None
+    from ..store import exists
+
+    db = app.db if exists(settings, app.environment) else None
     result = build_archive(settings, db, output)
     left_out = (
         f"; left out (archive: false): {', '.join(result.left_out)}" if result.left_out else ""

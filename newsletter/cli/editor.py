@@ -58,9 +58,10 @@ def compose(app, on_date, issue_id, max_summaries, force, pull):
         run_pull(app)  # exits 1, composing nothing, if the pull failed
 
     def is_locked(candidate: str) -> bool:
-        if not settings.paths.database.exists():
+        from ..store import exists, ledger
+
+        if not exists(settings, app.environment):
             return False
-        from ..store import ledger
 
         return ledger.has_rows(app.db, candidate)
 

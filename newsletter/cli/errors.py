@@ -9,22 +9,21 @@ status 1. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 from ..config import display_path
 from ..errors import NewsletterError
-from ..store import BUSY_TIMEOUT, explain
+from ..store import BUSY_TIMEOUT, DatabaseError, explain
 
 
-def user_message(exc: BaseException, database: Path | None, timeout: float = BUSY_TIMEOUT):
+def user_message(exc: BaseException, database: str | Path | None, timeout: float = BUSY_TIMEOUT):
     """The message for an error the user can fix or must know about; None for a bug.
 
-    `database` is the database file the command was using (named in database errors).
+    `database` is the database (file or URL) the command was using (named in database errors).
     """
     if isinstance(exc, NewsletterError):
         return str(exc)
-    if isinstance(exc, sqlite3.Error):
+    if isinstance(exc, DatabaseError):
         return explain(database or Path("the database"), exc, timeout)
     if isinstance(exc, OSError):
         return os_message(exc)

@@ -12,7 +12,7 @@ DELIVERY_STATES = ("delivered", "bounced", "dropped")
 def remember_event(db: Database, event_id: str) -> bool:
     """Record a webhook event id; False when it was applied before (a replay)."""
     cur = db.conn.execute(
-        "INSERT OR IGNORE INTO webhook_events (event_id, received_at) VALUES (?, ?)",
+        "INSERT INTO webhook_events (event_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (event_id, now()),
     )
     return cur.rowcount == 1

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from ..errors import StoreError
 from . import Database, now
 from .sends import bulk_writes as bulk_writes
 from .sends import get_send as get_send
@@ -113,8 +114,8 @@ def add_rows(db: Database, issue_id: str, rows: Iterable[tuple[int, str, str, st
     """
     at = now()
     cur = db.conn.executemany(
-        "INSERT OR IGNORE INTO ledger (issue_id, subscriber_id, segment, state, reason, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (issue_id, subscriber_id, segment, state, reason, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         ((issue_id, sid, segment, state, reason, at) for sid, segment, state, reason in rows),
     )
     return cur.rowcount
@@ -222,6 +223,60 @@ def claim(
             "reason = NULL, updated_at = ?, submitted_at = ? WHERE issue_id = ? "
             "AND state = 'pending' AND segment = ? AND subscriber_id BETWEEN ? AND ?",
             (batch_no, at, at, issue_id, segment, rows[0][0], rows[-1][0]),
+        )
+    claimed = [
+        ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
+    ]
+    return claimed, len(gone)
+
+
+def check_workers(db: Database, workers: int) -> None:
+    """StoreError unless `workers` sending processes can share this database's ledger."""
+    if workers > 1 and db.engine == "sqlite":
+        raise StoreError(
+            f"{db.display}: a SQLite database takes one writer at a time, so a send runs in one "
+            f"process: --workers {workers} needs PostgreSQL (see README, PostgreSQL)"
+        )
+
+
+def claim_for_worker(
+    db: Database, issue_id: str, segment: str, limit: int, batch_no: int
+) -> tuple[list[ClaimedRow], int]:
+    """`claim` for one of several workers sending the same issue (PostgreSQL only).
+
+    The rows are locked with `FOR UPDATE … SKIP LOCKED` in a transaction of their own that takes
+    no store-wide lock: a row another worker is claiming at this moment is passed over, so two
+    workers never claim the same recipient, and neither waits for the other. The send's lock
+    (`sends.lock_owner`) is not checked here: several workers need a lease each (see the
+    send loop). Returns (claimed rows, skipped count), as `claim` does.
+    """
+    check_workers(db, 2)
+    at = now()
+    with db.transaction(exclusive=False):
+        rows = db.conn.execute(
+            "SELECT l.subscriber_id, s.email, s.name, s.topics, s.status FROM ledger AS l "
+            "JOIN subscribers AS s ON s.id = l.subscriber_id "
+            "WHERE l.issue_id = ? AND l.state = 'pending' AND l.segment = ? "
+            "ORDER BY l.subscriber_id LIMIT ? FOR UPDATE OF l SKIP LOCKED",
+            (issue_id, segment, limit),
+        ).fetchall()
+        if not rows:
+            return [], 0
+        gone = [
+            (f"{r[4]} before sending", at, issue_id, r[0]) for r in rows if r[4] != "subscribed"
+        ]
+        if gone:
+            db.conn.executemany(
+                "UPDATE ledger SET state = 'skipped', reason = ?, updated_at = ? "
+                "WHERE issue_id = ? AND subscriber_id = ?",
+                gone,
+            )
+        # Exactly the locked rows (another worker's may lie between them): `= ANY` of the ids.
+        ids = [r[0] for r in rows if r[4] == "subscribed"]
+        db.conn.execute(
+            "UPDATE ledger SET state = 'submitting', batch_no = ?, attempts = attempts + 1, "
+            "reason = NULL, updated_at = ? WHERE issue_id = ? AND subscriber_id = ANY(?)",
+            (batch_no, at, issue_id, ids),
         )
     claimed = [
         ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
@@ -377,12 +432,13 @@ def iter_entries(
         where += " AND l.delivery = ?"
         args.append(delivery)
     last = ""
+    email = db.bytewise("s.email")
     while True:
         rows = db.conn.execute(
             "SELECT l.subscriber_id, s.email, l.state, l.reason, l.provider_id, l.attempts, "
             "l.batch_no, l.updated_at, l.delivery FROM ledger AS l "
-            f"JOIN subscribers AS s ON s.id = l.subscriber_id WHERE {where} AND s.email > ? "
-            "ORDER BY s.email LIMIT ?",
+            f"JOIN subscribers AS s ON s.id = l.subscriber_id WHERE {where} AND {email} > ? "
+            f"ORDER BY {email} LIMIT ?",
             (*args, last, page_size),
         ).fetchall()
         if not rows:

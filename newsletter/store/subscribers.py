@@ -120,7 +120,8 @@ def insert(
     with db.transaction():
         cur = db.conn.execute(
             "INSERT INTO subscribers (email, name, topics, status, created_at, updated_at, "
-            "status_changed_at, status_reason, status_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status_changed_at, status_reason, status_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
             (
                 normalise_email(email),
                 name,
@@ -133,7 +134,7 @@ def insert(
                 source,
             ),
         )
-        sid = cur.lastrowid
+        sid = cur.fetchone()[0]
         _history(db, sid, at, "created", None, status, source, reason)
         encoded = encode_topics(topics)
         _history(db, sid, at, "topics", None, encoded, source)
@@ -308,14 +309,14 @@ class ImportStage:
     pages, instead of holding the file in memory or querying once per row.
     """
 
-    TABLE = "temp.import_stage"
+    TABLE = "import_stage"
 
     def __init__(self, db: Database):
         self.db = db
         self.conn = db.conn
         self.conn.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
         self.conn.execute(
-            f"CREATE TABLE {self.TABLE} ("
+            f"CREATE TEMP TABLE {self.TABLE} ("
             " line INTEGER PRIMARY KEY,"
             " email TEXT NOT NULL COLLATE NOCASE,"
             " name TEXT, topics TEXT, status TEXT,"
@@ -346,13 +347,13 @@ class ImportStage:
     def duplicates(self) -> list[tuple[int, str, int]]:
         """(line, email, first line) of every row whose address appeared on an earlier line."""
         self.conn.execute(
-            "CREATE INDEX IF NOT EXISTS temp.import_stage_email ON import_stage (email, line)"
+            "CREATE INDEX IF NOT EXISTS import_stage_email ON import_stage (email, line)"
         )
         # A window, not a self-join: a file with one address on every line stays O(n log n).
         rows = self.conn.execute(
             "SELECT line, email, first FROM ("
             " SELECT line, email, min(line) OVER (PARTITION BY email) AS first"
-            f" FROM {self.TABLE}) WHERE line > first ORDER BY line"
+            f" FROM {self.TABLE}) AS staged WHERE line > first ORDER BY line"
         )
         return [tuple(r) for r in rows]
 
@@ -372,8 +373,8 @@ class ImportStage:
             rows = self.conn.execute(
                 "SELECT i.line, i.email, i.name, i.topics, i.status, "
                 "s.id, s.name, s.topics, s.status "
-                f"FROM {self.TABLE} i LEFT JOIN main.subscribers s ON s.email = i.email "
-                "WHERE i.ok AND i.line > ? ORDER BY i.line LIMIT ?",
+                f"FROM {self.TABLE} i LEFT JOIN subscribers s ON s.email = i.email "
+                "WHERE i.ok = 1 AND i.line > ? ORDER BY i.line LIMIT ?",
                 (last, page_size),
             ).fetchall()
             if not rows:

@@ -4,12 +4,11 @@ where the store would return None; every status change goes through `subscribers
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 
 from ..config import Settings
 from ..errors import SubscriberError
-from ..store import Database
+from ..store import Database, IntegrityError
 from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL, Subscriber
 from . import rules
@@ -59,7 +58,7 @@ def add(
         )
     try:
         return rules.create(db, rules.Source.ADMIN_ADD, address, name, choice)
-    except sqlite3.IntegrityError:  # added by someone else in between
+    except IntegrityError:  # added by someone else in between
         raise SubscriberError(f"{address} is already a subscriber") from None
 
 

@@ -4,7 +4,6 @@ transaction, each status as `subscribers.rules` allows an import."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from ..config import Settings, display_path
 from ..errors import ImportRefused, SubscriberError
 from ..signup import consent
-from ..store import Database, now
+from ..store import Database, OperationalError, now
 from ..store import subscribers as subscriber_rows
 from ..store.subscribers import ALL
 from . import rules
@@ -113,11 +112,15 @@ def import_csv(
                     done += len(page)
                     if on_batch is not None:
                         on_batch(done, total)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except OperationalError as exc:
+            if (
+                "locked" not in str(exc)
+                and "busy" not in str(exc)
+                and "lock timeout" not in str(exc)
+            ):
                 raise
             raise SubscriberError(
-                f"{display_path(db.path)}: the database is busy (another command is writing); "
+                f"{db.display}: the database is busy (another command is writing); "
                 "nothing was imported: try again"
             ) from None
     return result

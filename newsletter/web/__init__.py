@@ -24,7 +24,7 @@ from ..sendgrid.webhooks import (
     WebhookReceiver,
 )
 from ..signup import Clock, system_clock
-from ..store import Database
+from ..store import Database, location
 from ..store import subscribers as store_subscribers
 from ..store.subscribers import ALL, Subscriber
 from ..templating import make_environment, render_template
@@ -66,7 +66,7 @@ def create_app(
     secret = environment.signing_key(required=True)
     signer = LinkSigner(secret)
     env = make_environment(settings.paths.templates)
-    database = Path(db_path) if db_path is not None else settings.paths.database
+    database = db_path if db_path is not None else location(settings, environment)
     contact = str(settings.reply_to or settings.sender.email)
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")

@@ -113,5 +113,11 @@ def confirm_token(message) -> str:
 
 
 def dump(db: Database) -> str:
-    """The whole database as SQL text: every table, every row."""
-    return "\n".join(db.conn.iterdump())
+    """The whole database as text: every table, every row (sorted), on either engine."""
+    from newsletter.store.copy import tables
+
+    lines = []
+    for table in tables(db):
+        rows = sorted(repr(tuple(r)) for r in db.conn.execute(f'SELECT * FROM "{table}"'))
+        lines += [f"{table}: {row}" for row in rows]
+    return "\n".join(lines)
