@@ -42,7 +42,7 @@ def test_sqlite_refuses_more_than_one_worker(engine, db, planned):
     )
     with pytest.raises(StoreError):
         store.claim_for_worker(db, ISSUE, planned, 100, 1)
-    assert store.count_state(db, ISSUE, "submitting") == 0
+    assert store.counts(db, ISSUE).get("submitting", 0) == 0
 
 
 @pytest.mark.postgresql_only
@@ -66,7 +66,7 @@ def test_a_claim_passes_over_rows_another_worker_is_claiming(engine, db, planned
         other.close()
     claimed_next, _ = store.claim_for_worker(db, ISSUE, planned, 10, 2)
     assert {r.subscriber_id for r in claimed_next} == held  # free again: claimed next
-    assert store.count_state(db, ISSUE, "submitting") == 110
+    assert store.counts(db, ISSUE).get("submitting", 0) == 110
 
 
 @pytest.mark.postgresql_only
@@ -108,5 +108,5 @@ def test_three_workers_claim_every_row_exactly_once(engine, db, planned):
     assert failures == []
     every = [sid for rows in claims.values() for sid in rows]
     assert len(every) == len(set(every)) == 1000
-    assert store.count_state(db, ISSUE, "submitting") == 1000
-    assert store.count_state(db, ISSUE, "pending") == 0
+    assert store.counts(db, ISSUE).get("submitting", 0) == 1000
+    assert store.counts(db, ISSUE).get("pending", 0) == 0
