@@ -87,6 +87,21 @@ def test_the_outbox_signs_with_the_real_key_and_warns_of_nothing(run, settings):
     assert LinkSigner(TEST_SECRET).verify(token, "unsubscribe") == ana.id
 
 
+def test_the_outbox_without_a_key_signs_with_the_development_key_and_says_so(run, settings):
+    db = database(settings)
+    ana = insert(db, "ana@example.org", name="Ana", topics="all")
+
+    result = run("send", ISSUE, "--yes", env={"NEWSLETTER_SECRET_KEY": ""})  # empty: unset
+
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert "NEWSLETTER_SECRET_KEY is not set: links are signed with the development key" in said
+    [path] = (settings.paths.outbox / ISSUE).glob("*.eml")
+    text = text_part(parse(path.read_bytes()))
+    token = re.search(r"Unsubscribe: \S+/unsubscribe/(\S+)", text)[1]
+    assert LinkSigner(DEV_SECRET).verify(token, "unsubscribe") == ana.id
+
+
 def test_the_wsgi_app_refuses_the_development_key(settings, monkeypatch):
     """`newsletter.web.wsgi:app` under gunicorn or waitress builds the app the same way."""
     from newsletter.errors import ConfigError
