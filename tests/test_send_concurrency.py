@@ -193,7 +193,7 @@ def test_a_providers_wait_holds_back_every_sender(workspace):
         clock.sleep(seconds)
 
     backend = SlotBackend(act, clock=clock.clock)
-    result = send(settings, db, backend, sleep=sleep, clock=clock.clock, observer=heard)
+    result = send(settings, db, backend, sleep=sleep, monotonic=clock.clock, observer=heard)
 
     calls = backend.shared.calls
     later = [(b, a, t) for b, a, t in calls if (b, a) not in ((1, 1), (2, 1))]
@@ -367,7 +367,7 @@ def test_stand_in_429_with_retry_after_waits_and_sends_everyone_once(sendgrid, f
     heard = Heard()
     result = send_issue(
         settings, db, ISSUE, backend="sendgrid", retry=NO_JITTER,
-        sleep=fake_time.sleep, clock=fake_time.clock, observer=heard,
+        sleep=fake_time.sleep, monotonic=fake_time.clock, observer=heard,
     )  # fmt: skip
     assert fake_time.sleeps[0] == 7 and sum(fake_time.sleeps) >= 7
     assert len(heard.retrying_batches) == 1

@@ -109,7 +109,7 @@ class SendRun:
     observer: SendObserver
     retry: RetryPolicy
     sleep: Callable[[float], None]
-    clock: Callable[[], float] | None = None  # monotonic seconds; None: the real clock
+    monotonic: Callable[[], float] | None = None  # seconds; None: the real monotonic clock
 
     @property
     def settings(self) -> Settings:
@@ -130,7 +130,7 @@ def start_run(
     observer: SendObserver,
     sleep: Callable[[float], None],
     retry: RetryPolicy | None,
-    clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> SendRun:
     """The run of a prepared send: its backend (made now if given by name), the link signer
     (DeliveryError when the backend needs a real secret key and there is none)."""
@@ -159,5 +159,5 @@ def start_run(
         observer,
         retry or RetryPolicy.from_settings(settings),
         sleep,
-        clock,
+        monotonic,
     )

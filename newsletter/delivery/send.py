@@ -48,7 +48,7 @@ def send_issue(
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
     stale_after: float = STALE_AFTER,
-    clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
     **options,
 ) -> SendResult:
     """Send the issue to every subscriber who has not had it; resumable, never twice.
@@ -61,7 +61,12 @@ def send_issue(
     """
     prepared = prepare_send(settings, db, issue_ref, **options)
     return run_send(
-        prepared, observer=observer, sleep=sleep, retry=retry, stale_after=stale_after, clock=clock
+        prepared,
+        observer=observer,
+        sleep=sleep,
+        retry=retry,
+        stale_after=stale_after,
+        monotonic=monotonic,
     )
 
 
@@ -72,14 +77,15 @@ def run_send(
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
     stale_after: float = STALE_AFTER,
-    clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> SendResult:
     """Send a prepared issue (as it was loaded and checked; nothing is read again).
 
-    `sleep` and `clock` (monotonic seconds) are how the send waits and tells the time; a test
-    gives its own, and then nothing really waits."""
+    `sleep` and `monotonic` (seconds) are how the send waits and tells the time between
+    attempts; a test gives its own, and then nothing really waits. (The wall clock that
+    `--retry-unknown`'s grace is measured by is `prepare_send`'s `clock`.)"""
     run = start_run(
-        prepared, observer=observer or SendObserver(), sleep=sleep, retry=retry, clock=clock
+        prepared, observer=observer or SendObserver(), sleep=sleep, retry=retry, monotonic=monotonic
     )
     if prepared.sandbox:
         return sandbox_send(run)
@@ -175,7 +181,7 @@ class ListSend:
             # ends them.
             wait = None if run.sleep is time.sleep else run.sleep
             slots = Slots(
-                backends, run.retry, Gate(run.clock, wait), run.observer, self._checkpoint
+                backends, run.retry, Gate(run.monotonic, wait), run.observer, self._checkpoint
             )
             self._fly(slots, plan, segments)
         finally:
