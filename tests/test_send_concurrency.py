@@ -107,6 +107,7 @@ def all_three_under_way(shared) -> bool:
 
 def test_three_batches_in_flight_each_submitting_first_and_everyone_sent_once(settings, db):
     seen_submitting = []
+    looked = threading.Event()
 
     def act(backend, batch, attempt, result):
         if batch.number <= 3:  # hold the first three until all three are under way
@@ -116,6 +117,9 @@ def test_three_batches_in_flight_each_submitting_first_and_everyone_sent_once(se
                 other = Database(settings.paths.database)
                 seen_submitting.append(store.counts(other, ISSUE).get("submitting", 0))
                 other.close()
+                looked.set()
+            else:  # answered only after that look, or their rows would already be `sent`
+                assert looked.wait(WAIT)
 
     backend = SlotBackend(act)
     result = send(settings, db, backend)
@@ -383,7 +387,9 @@ def test_stand_in_400_stops_and_the_other_batches_in_flight_are_recorded(sendgri
         send_issue(settings, db, ISSUE, backend="sendgrid", retry=NO_JITTER)
     counts = store.counts(db, ISSUE)
     requests = fake.stats()["requests"]
-    assert 1 <= requests <= 3  # at most the batches in flight when the answer came
+    # The send stopped before the end: batches that were answered before the 400 landed may
+    # have freed their slots for others, so how many went out depends on the threads' timing.
+    assert 1 <= requests < 10
     assert counts["failed"] == 3
     assert counts.get("sent", 0) == len(fake.recipients()) == (requests - 1) * 3
     assert counts["pending"] == 30 - 3 * requests

@@ -207,7 +207,9 @@ class ListSend:
                     if claimed is None:
                         break
                     batch_no += 1
-                    slots.start(key, claimed)
+                    start = time.perf_counter()
+                    slots.start(key, claimed)  # one slot delivers here; several hand it over
+                    run.stats.timed("request", start)
                     claimed = None
                     while stop is None and slots.finished:  # one slot: delivered in `start`
                         stop = self._land(slots)
