@@ -4,6 +4,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+
+# What a caller may pass for "now" (a test's fixed moment): an aware datetime.
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    """Now, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
 
 
 def utc_text(when: dt.datetime) -> str:
@@ -14,3 +23,8 @@ def utc_text(when: dt.datetime) -> str:
 def now() -> str:
     """The current time as UTC text."""
     return utc_text(dt.datetime.now(dt.UTC))
+
+
+def from_utc_text(text: str) -> dt.datetime:
+    """UTC text as `utc_text` writes it, back to an aware datetime."""
+    return dt.datetime.fromisoformat(text)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..checks import CheckReport, check_issue
+from ..clock import system_clock
 from ..config import Settings
 from ..content import Issue, Summary
 from ..errors import CheckFailed, DeliveryError
@@ -19,7 +20,6 @@ from ..render import Renderer
 from ..store import Database
 from .backends import Backend
 from .plan import PlanPreview, preview_plan
-from .unknowns import system_clock
 
 MAX_SCHEDULE_AHEAD = dt.timedelta(hours=72)  # SendGrid's limit for send_at
 

@@ -16,7 +16,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
-from ..clock import utc_text
+from ..clock import from_utc_text, utc_text
 from ..config import Settings
 from ..errors import DeliveryError
 from ..store import Database
@@ -386,7 +386,7 @@ def _schedule(db, issue_id, backend, when) -> tuple[int | None, str | None]:
             f"issue {issue_id} was scheduled with SendGrid for {stored_at}; resume it with "
             "--backend sendgrid"
         )
-    at = dt.datetime.fromisoformat(stored_at.replace("Z", "+00:00"))
+    at = from_utc_text(stored_at)
     # Resumed after the scheduled time: deliver now (still under the same batch id).
     unix = int(at.timestamp()) if at > dt.datetime.now(dt.UTC) else None
     return unix, stored_id

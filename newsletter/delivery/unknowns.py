@@ -12,18 +12,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..clock import utc_text
+from ..clock import from_utc_text, utc_text
 from ..store import Database
 from ..store import events as store_events
 from ..store import ledger as ledger_rows
 
 if TYPE_CHECKING:
     from .run import SendRun
-
-
-def system_clock() -> dt.datetime:
-    """Now, in UTC (what `PreparedSend.clock` is unless a caller gives another)."""
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -37,7 +32,7 @@ class UnknownRetry:
 
 
 def _plus(text: str, grace: dt.timedelta) -> str:
-    return utc_text(dt.datetime.fromisoformat(text.replace("Z", "+00:00")) + grace)
+    return utc_text(from_utc_text(text) + grace)
 
 
 def retry_unknown(

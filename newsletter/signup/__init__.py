@@ -7,20 +7,8 @@ side is `newsletter subscribers consent / purge-pending` and `newsletter signup-
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
+from ..clock import Clock, system_clock
+from ..clock import from_utc_text as parse_iso
+from ..clock import utc_text as iso
 
-Clock = Callable[[], dt.datetime]
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(moment: dt.datetime) -> str:
-    """UTC time as the store writes it (`store.now`): ISO text to the second, sorting correctly."""
-    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+__all__ = ["Clock", "iso", "parse_iso", "system_clock"]
