@@ -20,7 +20,12 @@ from tests.support.clicks import (
     BROWSER,
     DELIVERED_AT,
     FIRST_ID,
+    GUT,
+    PEOPLE,
+    PREGNANCY,
     SCANNER,
+    TREM2,
+    VARIANTS,
     add_subscribers,
     click,
     delivered,
@@ -31,17 +36,6 @@ from tests.support.delivery import ISSUE
 from tests.support.webhooks import make_key_pair, post_events
 
 T0 = DELIVERED_AT
-PEOPLE = [
-    ("ana@example.org", "all"),
-    ("ben@example.org", "genetics"),
-    ("cy@example.org", "genetics;gut-microbiome"),
-    ("dee@example.org", "all"),
-    ("eve@example.org", "all"),
-]
-PREGNANCY = "pregnancy-breastfeeding-therapy"
-GUT = "gut-bacteria-disease-activity"
-VARIANTS = "risk-variants-brain-methylation"
-TREM2 = "trem2-microglia-repair"
 OCT = "oct-optic-neuritis"
 
 

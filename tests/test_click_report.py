@@ -11,6 +11,11 @@ from newsletter.store import Database
 from tests.support.browser import readability_problems
 from tests.support.clicks import (
     DELIVERED_AT,
+    GUT,
+    PEOPLE,
+    PREGNANCY,
+    TREM2,
+    VARIANTS,
     add_subscribers,
     click,
     delivered,
@@ -20,17 +25,6 @@ from tests.support.clicks import (
 from tests.support.delivery import ISSUE
 
 T0 = DELIVERED_AT
-PEOPLE = [
-    ("ana@example.org", "all"),
-    ("ben@example.org", "genetics"),
-    ("cy@example.org", "genetics;gut-microbiome"),
-    ("dee@example.org", "all"),
-    ("eve@example.org", "all"),
-]
-PREGNANCY = "pregnancy-breastfeeding-therapy"
-GUT = "gut-bacteria-disease-activity"
-VARIANTS = "risk-variants-brain-methylation"
-TREM2 = "trem2-microglia-repair"
 # Readers / audience: Ana, Dee and Eve get every summary, Ben the variants one, Cy gut and
 # variants. Dee's scanner follows five links at once and counts nowhere but "automated".
 WIDE = {"COLUMNS": "200"}  # titles on one line each

@@ -88,3 +88,17 @@ def click(reader: Reader, url: str, at: int, agent: str | None = BROWSER) -> dic
 def link_to(reader: Reader, fragment: str) -> str:
     """The first link of the reader's email whose URL holds `fragment`."""
     return next(link for link in reader.links if fragment in link)
+
+
+# The people of the click tests (email, topics) and the example issue's summaries they follow.
+PEOPLE = [
+    ("ana@example.org", "all"),
+    ("ben@example.org", "genetics"),
+    ("cy@example.org", "genetics;gut-microbiome"),
+    ("dee@example.org", "all"),
+    ("eve@example.org", "all"),
+]
+PREGNANCY = "pregnancy-breastfeeding-therapy"
+GUT = "gut-bacteria-disease-activity"
+VARIANTS = "risk-variants-brain-methylation"
+TREM2 = "trem2-microglia-repair"
