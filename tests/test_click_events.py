@@ -12,8 +12,9 @@ import yaml
 from newsletter.config import load_settings
 from newsletter.engagement.report import issue_clicks
 from newsletter.sendgrid.webhooks import apply_events
-from newsletter.store import Database
+from newsletter.store import Database, open_database
 from newsletter.store import clicks as store_clicks
+from newsletter.store.copy import tables
 from newsletter.web import create_app
 from tests.conftest import TEST_SECRET
 from tests.support.clicks import (
@@ -38,6 +39,8 @@ from tests.support.webhooks import make_key_pair, post_events
 T0 = DELIVERED_AT
 OCT = "oct-optic-neuritis"
 
+pytestmark = pytest.mark.both_engines
+
 
 def configure_tracking(workspace, **tracking):
     path = workspace / "newsletter.yaml"
@@ -56,7 +59,7 @@ def world(workspace, monkeypatch, request):
     private, public = make_key_pair()
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", public)
-    db = Database(settings.paths.database)
+    db = open_database(settings)
     add_subscribers(db, PEOPLE)
     readers = send_example(settings, db)
     client = create_app(settings).test_client()
@@ -187,9 +190,9 @@ def test_a_click_without_a_user_agent_is_automated(world):
 
 
 def table_rows(db: Database) -> dict[str, set[tuple]]:
-    names = [r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     return {
-        name: {tuple(row) for row in db.conn.execute(f'SELECT * FROM "{name}"')} for name in names
+        name: {tuple(row) for row in db.conn.execute(f'SELECT * FROM "{name}"')}
+        for name in tables(db)
     }
 
 
@@ -320,7 +323,7 @@ def test_without_a_delivered_event_the_window_runs_from_when_sendgrid_took_the_e
     workspace,
 ):
     settings = configure_tracking(workspace)
-    db = Database(settings.paths.database)
+    db = open_database(settings)
     add_subscribers(db, PEOPLE[:1])
     ana = send_example(settings, db)["ana@example.org"]
     [accepted] = [

@@ -105,7 +105,8 @@ def add_count(
     db.conn.execute(
         "INSERT INTO click_counts (issue_id, summary_id, kind, day, human, automated) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, summary_id, kind, day) DO UPDATE "
-        "SET human = human + excluded.human, automated = automated + excluded.automated",
+        "SET human = click_counts.human + excluded.human, "
+        "automated = click_counts.automated + excluded.automated",
         (issue_id, summary_id, kind, day, human, automated),
     )
 
@@ -123,7 +124,7 @@ def add_clicker(db: Database, issue_id: str, summary_id: str, clicker: str) -> N
     """One more of this reader's clicks on the summary's links."""
     db.conn.execute(
         "INSERT INTO click_clickers (issue_id, summary_id, clicker, human) VALUES (?, ?, ?, 1) "
-        "ON CONFLICT (issue_id, summary_id, clicker) DO UPDATE SET human = human + 1",
+        "ON CONFLICT (issue_id, summary_id, clicker) DO UPDATE SET human = click_clickers.human + 1",
         (issue_id, summary_id, clicker),
     )
 
