@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from newsletter.sendgrid.webhooks import apply_events
-from newsletter.store import Database
+from newsletter.store import open_database
 from tests.support.browser import readability_problems
 from tests.support.clicks import (
     DELIVERED_AT,
@@ -24,6 +24,8 @@ from tests.support.clicks import (
 )
 from tests.support.delivery import ISSUE
 
+pytestmark = pytest.mark.both_engines
+
 T0 = DELIVERED_AT
 # Readers / audience: Ana, Dee and Eve get every summary, Ben the variants one, Cy gut and
 # variants. Dee's scanner follows five links at once and counts nowhere but "automated".
@@ -33,7 +35,7 @@ SHARES = {PREGNANCY: 1 / 3, GUT: 2 / 4, VARIANTS: 1 / 5}
 
 @pytest.fixture
 def clicked(settings, workspace):
-    db = Database(settings.paths.database)
+    db = open_database(settings)
     add_subscribers(db, PEOPLE)
     r = {k.split("@")[0]: v for k, v in send_example(settings, db).items()}
     ana, ben, cy, dee = r["ana"], r["ben"], r["cy"], r["dee"]
