@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import time
 
@@ -20,7 +21,7 @@ from newsletter.config import Settings
 from newsletter.delivery import build_report, make_backend, send_issue, write_plan
 from newsletter.delivery.unknowns import retry_unknown
 from newsletter.sendgrid import custom_args
-from newsletter.store import Database
+from newsletter.store import Database, open_database
 from newsletter.store import ledger as store
 from newsletter.store.migrations import MIGRATIONS
 from newsletter.store.subscribers import insert
@@ -30,6 +31,8 @@ from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 from tests.support.delivery import ISSUE, add_many, configure, duplicates, issue_summaries
 from tests.support.paused_send import kill_with_a_request_in_flight
 from tests.support.webhooks import make_key_pair, sign, signed_batch, signed_now
+
+pytestmark = pytest.mark.both_engines
 
 BATCH = 3
 WAIT = 60  # a safety net for a broken test, never a means of synchronisation
@@ -71,7 +74,7 @@ def settings(workspace, keys, monkeypatch):
 
 @pytest.fixture
 def db(settings):
-    database = Database(settings.paths.database)
+    database = open_database(settings)
     add_many(database, len(EMAILS))
     yield database
     database.close()
@@ -94,13 +97,22 @@ def sendgrid_env(fake) -> dict[str, str]:
     return {"SENDGRID_API_KEY": TEST_API_KEY, "SENDGRID_API_HOST": fake.url}
 
 
+def child_env(fake) -> dict[str, str]:
+    """The environment of a send in another process: SendGrid's, the key, and the test's
+    database when it is PostgreSQL (`database_url`)."""
+    env = {**sendgrid_env(fake), "NEWSLETTER_SECRET_KEY": TEST_SECRET}
+    if os.environ.get("NEWSLETTER_DATABASE_URL"):
+        env["NEWSLETTER_DATABASE_URL"] = os.environ["NEWSLETTER_DATABASE_URL"]
+    return env
+
+
 def send(run, fake, *args):
     return run("send", ISSUE, "--yes", "--backend", "sendgrid", *args, env=sendgrid_env(fake))
 
 
 def crash_and_resume(workspace, run, fake, accept: bool):
     """Kill a send with its second request in flight, then resume: that batch is `unknown`."""
-    env = {**sendgrid_env(fake), "NEWSLETTER_SECRET_KEY": TEST_SECRET}
+    env = child_env(fake)
     kill_with_a_request_in_flight(workspace, fake, env, 1, accept)
     resumed = send(run, fake)
     assert resumed.exit_code == 0, resumed.output
@@ -202,7 +214,7 @@ def test_events_that_come_before_the_resume_are_applied_when_it_recovers_the_bat
     """SendGrid reports a crashed send's messages within seconds, while their rows are still
     `submitting` (nobody has run `send` again): the word is kept, and the resume that recovers
     the batch records those rows `sent` instead of `unknown`."""
-    env = {**sendgrid_env(fake), "NEWSLETTER_SECRET_KEY": TEST_SECRET}
+    env = child_env(fake)
     kill_with_a_request_in_flight(workspace, fake, env, 1, accept=True)
     first, second, third = sorted(
         store.iter_entries(db, ISSUE, state="submitting"), key=lambda e: e.subscriber_id
@@ -296,6 +308,7 @@ def test_the_grace_is_a_setting(run, workspace, fake, db):
     assert sorted(fake.recipients()) == sorted(EMAILS)
 
 
+@pytest.mark.sqlite_only("the setting and the command line: no database involved")
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [(None, 3600), (600, 600), ("90m", 5400), ("1h30m", 5400), ("2d", 172800), ("0", 0)],
@@ -310,6 +323,7 @@ def test_the_grace_reads_as_seconds_or_a_duration(settings, value, seconds):
     assert again.delivery.unknown_grace == read.delivery.unknown_grace
 
 
+@pytest.mark.sqlite_only("the setting and the command line: no database involved")
 @pytest.mark.parametrize("value", ["soon", "-5", "8d", "1h and a bit"])
 def test_a_bad_grace_is_named(run, workspace, value):
     path = workspace / "newsletter.yaml"
@@ -324,6 +338,7 @@ def test_a_bad_grace_is_named(run, workspace, value):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.sqlite_only("the setting and the command line: no database involved")
 def test_now_needs_retry_unknown(run):
     result = run("send", ISSUE, "--now", "--yes")
     assert result.exit_code == 2
@@ -453,6 +468,7 @@ def test_unsigned_or_forged_events_are_refused(db, ledger, webhook, keys, forger
 # --- The submit time, and databases from before it was kept ---------------------------------------
 
 
+@pytest.mark.sqlite_only("a SQLite file from an earlier release upgrades itself on opening")
 def test_a_database_from_before_submit_times_upgrades_and_its_unknown_rows_still_wait(
     tmp_path, monkeypatch
 ):
