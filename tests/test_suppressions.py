@@ -17,11 +17,13 @@ from newsletter.sendgrid.suppressions import (
     sync_before_send,
     sync_suppressions,
 )
-from newsletter.store import Database
+from newsletter.store import open_database
 from newsletter.store import events as store_events
 from newsletter.store import subscribers as store
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 from tests.support.delivery import configure
+
+pytestmark = pytest.mark.both_engines
 
 NOW = int(time.time())
 T0 = NOW - 86_400  # entries made yesterday, so "resubscribed since" comparisons are clear-cut
@@ -375,7 +377,7 @@ def test_sync_before_send_obeys_the_setting(workspace, settings, db, fake):
 
 
 def test_cli_sync(run, workspace, fake):
-    db = Database(workspace / "newsletter.db")
+    db = open_database(load_settings(workspace / "newsletter.yaml"))
     add(db, "u0@example.com")
     db.close()
     fake.set_suppressions(
@@ -387,7 +389,7 @@ def test_cli_sync(run, workspace, fake):
     assert result.exit_code == 0, result.output
     assert "1 subscribers' status changed; 1 addresses were not subscribers" in result.stdout
     assert len(requests_for(fake, "unsubscribes")) == 3
-    db = Database(workspace / "newsletter.db")
+    db = open_database(load_settings(workspace / "newsletter.yaml"))
     assert status_of(db, "u0@example.com") == "unsubscribed"
     db.close()
 
@@ -415,7 +417,7 @@ def test_a_sendgrid_send_pulls_the_suppressions_before_it_plans(run, workspace, 
     assert result.exit_code == 0, result.output
     assert "suppressions synced: 1 subscribers newly suppressed" in result.output
     assert fake.recipients() and "maria.keller@example.org" not in fake.recipients()
-    db = Database(workspace / "newsletter.db")
+    db = open_database(load_settings(workspace / "newsletter.yaml"))
     assert status_of(db, "maria.keller@example.org") == "complained"
     db.close()
 
@@ -429,7 +431,7 @@ def test_a_send_through_another_backend_asks_sendgrid_nothing(run, workspace, fa
 
     assert result.exit_code == 0, result.output
     assert fake.suppression_requests() == []
-    db = Database(workspace / "newsletter.db")
+    db = open_database(load_settings(workspace / "newsletter.yaml"))
     assert status_of(db, "maria.keller@example.org") == "subscribed"
     db.close()
 
