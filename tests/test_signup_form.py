@@ -30,6 +30,8 @@ from tests.support.signup import (
     text_of,
 )
 
+pytestmark = pytest.mark.both_engines
+
 TOPIC_SLUGS = [
     "treatment-safety",
     "diagnosis-imaging",
@@ -68,12 +70,14 @@ def sent(signup_app, workspace):
 
 
 def rows(db, table: str) -> list[dict]:
-    return [dict(r) for r in db.conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+    """The table's rows, in no particular order (the tests count them or take the one)."""
+    return [dict(r) for r in db.conn.execute(f"SELECT * FROM {table}")]
 
 
 # --- The page ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the page's content")
 def test_the_form_offers_every_topic_unticked_the_consent_and_the_privacy_notice(client, settings):
     response = client.get("/subscribe")
     assert response.status_code == 200
@@ -102,6 +106,7 @@ def test_the_form_offers_every_topic_unticked_the_consent_and_the_privacy_notice
     assert "Set-Cookie" not in response.headers
 
 
+@pytest.mark.sqlite_only("a setting")
 def test_no_signup_page_unless_the_settings_offer_it(workspace, clock, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET)
     settings = configure_signup(workspace, enabled=False)
@@ -275,6 +280,7 @@ def test_bad_input_gets_a_clear_page_and_nothing_is_written(
         assert stamp_of(page) != data["stamp"]
 
 
+@pytest.mark.sqlite_only("the page's content")
 def test_the_form_shows_what_was_typed_escaped(client, clock):
     data = form(fresh_stamp(client, clock), 'ana"><script>x</script>@', name="<b>Ana</b>")
     page = post(client, data).get_data(as_text=True)
@@ -401,6 +407,7 @@ def test_the_embedded_form_is_completed_on_our_page(run, workspace, clock, monke
     assert record["form_id"] == "home-page"
 
 
+@pytest.mark.sqlite_only("the signup-form command: no database")
 def test_signup_form_refuses_when_signup_is_off(run, workspace):
     configure_signup(workspace, enabled=False)
     result = run("signup-form")
@@ -409,6 +416,7 @@ def test_signup_form_refuses_when_signup_is_off(run, workspace):
     assert result.stdout == ""
 
 
+@pytest.mark.sqlite_only("the signup-form command: no database")
 def test_signup_form_warns_when_no_site_may_post_it(run):
     result = run("signup-form")
     assert result.exit_code == 0
@@ -534,6 +542,7 @@ def test_no_get_changes_the_database(client, clock, signup_app, db, workspace):
     assert dump(db) == before
 
 
+@pytest.mark.sqlite_only("the signup-form command: no database")
 def test_signup_form_writes_a_file_or_names_why_not(run, workspace):
     result = run("signup-form", "-o", "form.html")
     assert result.exit_code == 0
