@@ -28,14 +28,14 @@ from newsletter.sendgrid.suppressions import sync_suppressions
 from newsletter.sendgrid.webhooks import apply_events
 from newsletter.signup import iso
 from newsletter.signup.pending import token_hash
-from newsletter.store import Database
+from newsletter.store import Database, open_database
 from newsletter.store import signups as store_signups
 from newsletter.store import subscribers as store
 from newsletter.store.signups import PendingSignup
 from newsletter.subscribers import rules as status_rules
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
-from tests.conftest import REPO, TEST_SECRET
+from tests.conftest import ENGINES, REPO, TEST_SECRET
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 
 SIGNER = LinkSigner(TEST_SECRET)
@@ -299,10 +299,11 @@ def expected(driver: str, column: str, to: str | None) -> str:
     return "refused" if row["otherwise"].startswith("refused") else "kept"
 
 
-@pytest.fixture(scope="module")
-def place(tmp_path_factory):
-    """One workspace, database, app and fake SendGrid for every cell: each cell has its own
-    address, so they never meet (a fresh workspace a cell costs most of the time)."""
+@pytest.fixture(scope="module", params=ENGINES)
+def place(tmp_path_factory, request):
+    """One workspace, database, app and fake SendGrid for every cell, on each engine: each cell
+    has its own address, so they never meet (a fresh workspace a cell costs most of the time).
+    (Module-wide, so the engine is this fixture's parameter, not the `engine` fixture's.)"""
     root = tmp_path_factory.mktemp("rules") / "ws"
     root.mkdir()
     for name in ("summaries", "issues", "templates"):
@@ -318,13 +319,23 @@ def place(tmp_path_factory):
         }.items():
             mp.setenv(name, value)
         mp.delenv("NEWSLETTER_CONFIG", raising=False)
+        mp.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+        url = None
+        if request.param == "postgresql":
+            server = request.getfixturevalue("postgres_server")
+            url = server.create_database()
+            with Database(url, migrate=False) as fresh:
+                fresh.migrate()
+            mp.setenv("NEWSLETTER_DATABASE_URL", url)
         settings = load_settings(root / "newsletter.yaml")
-        db = Database(settings.paths.database)
+        db = open_database(settings)
         client = create_app(settings).test_client()
         yield SimpleNamespace(
             workspace=root, settings=settings, db=db, client=client, sendgrid=sendgrid
         )
         db.close()
+    if url:
+        server.drop_database(url)
 
 
 ADDRESSES = itertools.count(1)
