@@ -35,6 +35,8 @@ from tests.support.delivery import (
 )
 from tests.support.smtp import Recorder
 
+pytestmark = pytest.mark.both_engines
+
 QUICK = RetryPolicy(max_attempts=2, base=0.0, maximum=0.0)
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 60  # a safety net for a broken test, never a means of synchronisation
@@ -235,6 +237,8 @@ def test_ctrl_c_during_an_smtp_send_leaves_only_the_message_in_flight_unknown(wo
             insert(db, address, topics="all")
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
         env.update(NEWSLETTER_SECRET_KEY="k" * 40, PYTHONPATH=str(REPO))
+        if os.environ.get("NEWSLETTER_DATABASE_URL"):  # the test's PostgreSQL database
+            env["NEWSLETTER_DATABASE_URL"] = os.environ["NEWSLETTER_DATABASE_URL"]
         command = [sys.executable, "-c", "from newsletter.cli import main; main()",
                    "send", ISSUE, "--yes"]  # fmt: skip
         process = subprocess.Popen(command, cwd=workspace, env=env, stderr=subprocess.PIPE)
