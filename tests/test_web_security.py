@@ -17,7 +17,10 @@ from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
 from newsletter.web import create_app
 from tests.conftest import TEST_SECRET, serving
+from tests.support.postgres import workspace_database
 from tests.support.web import db_state, html_of, links_in, point_links_at, send_outbox
+
+pytestmark = pytest.mark.both_engines
 
 SIGNER = LinkSigner(TEST_SECRET)
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,6 +70,7 @@ def responses(client, a):
     }
 
 
+@pytest.mark.sqlite_only("the headers")
 def test_security_headers_on_every_response(client, two):
     got = responses(client, two[0])
     expected_status = {
@@ -93,6 +97,7 @@ def test_security_headers_on_every_response(client, two):
             assert response.headers["Cache-Control"] == "no-store", name
 
 
+@pytest.mark.sqlite_only("the pages' markup")
 def test_pages_have_no_inline_script_or_style(client, db, two):
     a, _ = two
     store.insert(db, "gone@example.com", status="unsubscribed")
@@ -175,12 +180,14 @@ def test_a_token_acts_on_its_own_subscriber_only(client, db, two):
 # --- Refusing to start, and the ways to run it ----------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the secret key: no database")
 def test_app_refuses_to_start_without_the_secret(settings, monkeypatch):
     monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY is not set"):
         create_app(settings)
 
 
+@pytest.mark.sqlite_only("the secret key: no database")
 def test_serve_refuses_without_the_secret(run):
     result = run("serve", env={"NEWSLETTER_SECRET_KEY": ""})
     assert result.exit_code == 1
@@ -189,6 +196,7 @@ def test_serve_refuses_without_the_secret(run):
     )
 
 
+@pytest.mark.sqlite_only("which server runs the app")
 def test_serve_runs_waitress(run, monkeypatch):
     import waitress
 
@@ -209,7 +217,7 @@ def test_wsgi_module_builds_the_app_from_newsletter_config(workspace, monkeypatc
     module = importlib.import_module("newsletter.web.wsgi")
     try:
         assert module.app.test_client().get("/healthz").status_code == 200
-        assert module.app.extensions["newsletter"]["database"] == workspace / "newsletter.db"
+        assert module.app.extensions["newsletter"]["database"] == workspace_database(workspace)
     finally:
         sys.modules.pop("newsletter.web.wsgi", None)
 
