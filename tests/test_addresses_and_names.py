@@ -15,6 +15,8 @@ import pytest
 
 from newsletter.store import subscribers as store
 
+pytestmark = pytest.mark.both_engines
+
 MAX_NAME = 100
 
 HEADER = "email,name,topics,status\n"

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.web.preferences import chosen_topics
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_the_editor_reads_topics_as_the_admin_does(run, db):
