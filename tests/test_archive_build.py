@@ -28,6 +28,8 @@ from tests.archive_support import (
     text_of,
 )
 
+pytestmark = pytest.mark.both_engines
+
 ISSUE = "2026-12"
 OLD = 1_000_000_000  # a modification time long past, to see which files a rebuild touches
 

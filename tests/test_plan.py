@@ -27,6 +27,8 @@ from tests.support.delivery import (
     issue_summaries,
 )
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def db(settings):
