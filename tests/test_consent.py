@@ -15,8 +15,8 @@ from tests.conftest import TEST_SECRET
 from tests.support.signup import (
     Clock,
     configure_signup,
-    dump,
     confirm_token,
+    dump,
     emails_to,
     mailer,
     make_app,

@@ -17,8 +17,8 @@ from newsletter.sendgrid.suppressions import (
     sync_before_send,
     sync_suppressions,
 )
-from newsletter.store import open_database
 from newsletter.store import events as store_events
+from newsletter.store import open_database
 from newsletter.store import subscribers as store
 from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 from tests.support.delivery import configure
