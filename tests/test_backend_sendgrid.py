@@ -30,6 +30,8 @@ from tests.support.delivery import (
     titles_in,
 )
 
+pytestmark = pytest.mark.both_engines
+
 SECRET = "k" * 40
 QUICK = RetryPolicy(max_attempts=4, base=0.5, maximum=2.0, rand=lambda: 1.0)
 

@@ -28,6 +28,8 @@ from tests.support.delivery import (
 )
 from tests.support.smtp import Recorder
 
+pytestmark = pytest.mark.both_engines
+
 QUICK = RetryPolicy(max_attempts=3, base=0.0, maximum=0.0)
 
 

@@ -26,6 +26,8 @@ from tests.support.signup import (
 )
 from tests.support.smtp import Recorder
 
+pytestmark = pytest.mark.both_engines
+
 TYPED_NAME = "Click http://spam.example now"
 
 
