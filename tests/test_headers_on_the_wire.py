@@ -21,6 +21,8 @@ from tests.fake_sendgrid import TEST_API_KEY, FakeSendGrid
 from tests.support.delivery import ISSUE, configure, database, free_port, parse
 from tests.support.smtp import Recorder
 
+pytestmark = pytest.mark.both_engines
+
 # Decodes to "Bcc: victim@evil.example": written raw, a client shows that, and `To:` becomes a group.
 LOOKS_ENCODED = "=?utf-8?b?QmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?="
 SENDER_LOOKS_ENCODED = "=?utf-8?q?Your_Bank?= <boss@evil.example>"

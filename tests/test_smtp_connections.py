@@ -22,6 +22,8 @@ from tests.support.delivery import (
 )
 from tests.support.smtp import Recorder
 
+pytestmark = pytest.mark.both_engines
+
 WAIT = 30  # a safety net for a broken test, never a means of synchronisation
 
 
