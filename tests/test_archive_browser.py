@@ -4,6 +4,7 @@ the search page with and without JavaScript.
 
 Set SCREENSHOTS_DIR=docs/screenshots to refresh the screenshots README shows.
 """
+# Not both_engines: the built archive in a browser (its build: test_archive_build).
 
 from __future__ import annotations
 

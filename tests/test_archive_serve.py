@@ -1,6 +1,7 @@
 """`newsletter serve` serves the built archive at /archive/ as a static host would: the same bytes,
 a folder's address gives its page, nothing outside the site, headers that let the search page run
 its own script and nothing else."""
+# Not both_engines: static files served from disk, no database.
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The built archive as a whole: every internal link and anchor resolves, the only external links
 are the summaries' own (and the signup page), the Atom feed parses (feedparser) with the elements
 RFC 4287 requires, and the sitemap lists every page."""
+# Not both_engines: the built archive's links and pages, no database.
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """`newsletter check`: passes on the example issue; each problem on its own line, exit 1."""
+# Not both_engines: the issue and summary files, no database.
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A user's mistake or a broken environment is one line on stderr and exit status 1, never a
 traceback, and nothing is written: bad issue ids, folders where files should be, databases that
 cannot be created, written or locked. One mapping covers every command, new ones included."""
+# Not both_engines: SQLite files' own failures (read-only, locked); PostgreSQL's in test_db.
 
 from __future__ import annotations
 

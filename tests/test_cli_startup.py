@@ -4,6 +4,7 @@ heavy libraries that only some commands need (each is imported where it is used)
 Each check runs in a fresh Python process, so nothing another test imported counts. Speed itself
 is measured in bench/, not here: these tests check what is imported, which is what makes it slow.
 """
+# Not both_engines: imports and --help, no database.
 
 from __future__ import annotations
 

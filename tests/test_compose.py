@@ -1,4 +1,5 @@
 """`newsletter compose`: the latest unused, published summaries, newest first, capped."""
+# Not both_engines: summary and issue files, no database.
 
 from __future__ import annotations
 

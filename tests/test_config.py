@@ -1,4 +1,5 @@
 """Settings: the example file loads; every mistake names the file and the field."""
+# Not both_engines: settings, no database.
 
 from __future__ import annotations
 

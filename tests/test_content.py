@@ -1,4 +1,5 @@
 """Summaries: the shipped examples are valid and varied; each mistake is reported, none hidden."""
+# Not both_engines: summary files, no database.
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Control characters (form feed, escape, vertical tab, C1 codes) in summaries, issues and settings
 are refused when the file is read, with an error naming the file and field, never an MJML error."""
+# Not both_engines: content and settings files, no database.
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """CSV parsing and validation of subscriber lists (`newsletter.subscribers.read_csv`)."""
+# Not both_engines: CSV parsing, no database.
 
 from __future__ import annotations
 

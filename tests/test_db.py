@@ -1,6 +1,7 @@
 """`newsletter db`: where a schema stands, upgrading it, and moving everything between SQLite and
 PostgreSQL (`db copy`); the `database:` setting and NEWSLETTER_DATABASE_URL, whose password
 never shows."""
+# both_engines by hand: each test names its engines (status, upgrade, copy between them).
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ The email is checked in the light and the dark colour scheme (`prefers-color-sch
 Mail and iOS Mail apply it), and with Outlook.com's dark-mode attributes, at 375 and 600 px.
 Set SCREENSHOTS_DIR=docs/screenshots to refresh the screenshots README shows.
 """
+# Not both_engines: the rendered email in a browser, no database.
 
 from __future__ import annotations
 

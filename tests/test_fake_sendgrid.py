@@ -1,4 +1,5 @@
 """Tests of the fake SendGrid API, driven by the real `sendgrid` client."""
+# Not both_engines: the SendGrid stand-in itself, no database.
 
 from __future__ import annotations
 

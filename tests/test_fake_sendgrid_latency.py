@@ -1,6 +1,7 @@
 """The SendGrid stand-in at a real provider's pace: `--latency MS` holds each mail send before
 its answer, concurrent requests are held together (so a sender with several requests in flight
 can be measured), and `--bandwidth` adds each request's upload time."""
+# Not both_engines: the SendGrid stand-in itself, no database.
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Base URLs in the settings: one with a query or fragment is refused (the token of every link
 would land in it), and the links in the email carry their token in the path."""
+# Not both_engines: settings and rendering, no database.
 
 from __future__ import annotations
 

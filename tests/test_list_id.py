@@ -1,5 +1,6 @@
 """The List-Id header (RFC 2919) on every backend's messages, beside what held before it:
 one-click unsubscribe headers, Message-ID, Date, and the text part before the HTML part."""
+# Not both_engines: headers per backend (the sends through the ledger: test_backend_*).
 
 from __future__ import annotations
 

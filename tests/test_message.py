@@ -1,4 +1,5 @@
 """Per-recipient parts: values, signed links, RFC 5322 messages, and no header injection."""
+# Not both_engines: building messages, no database.
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`-o FILE` (export, render): a regular file is replaced atomically, anything else is written to
 in place; a device, a FIFO or a symlink is never replaced by a regular file."""
+# Not both_engines: writing -o files, no database.
 
 from __future__ import annotations
 

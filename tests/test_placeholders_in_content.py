@@ -1,5 +1,6 @@
 """Text from summaries, issues and subscribers that looks like a per-recipient placeholder stays
 text: it is never filled in, by our own `fill` (outbox, SMTP) or by SendGrid's substitutions."""
+# Not both_engines: rendering, no database.
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Pulled summaries go through compose → check → render unchanged: the example issue rendered from
 summaries pulled off the example site is the golden text of the hand-written ones, byte for byte."""
+# Not both_engines: pulled summary files, no database.
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`summaries pull`, the feed: RSS 2.0, Atom and JSON Feed give the same summaries; a feed that is
 malformed, HTML, huge, or holds unusable entries is reported by URL and reason, and the usable
 entries are still pulled."""
+# Not both_engines: feeds to summary files, no database.
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`summaries pull`, over HTTP: timeouts, the size cap, redirect loops, failing pages, our
 User-Agent, and pages in other charsets, against the example site on 127.0.0.1."""
+# Not both_engines: HTTP fetching, no database.
 
 from __future__ import annotations
 

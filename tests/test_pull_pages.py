@@ -1,6 +1,7 @@
 """`summaries pull`, the pages: sections found by their headings, plain text only (no scripts,
 no URLs but the paper's and the canonical one, both http(s)), and a page without every part
 reported, not written."""
+# Not both_engines: pages to summary files, no database.
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 nothing (and sends a conditional GET that a 304 answers), a change on the site is reported until
 the editor asks for it, an edited or hand-written file is never overwritten, and an interrupted
 pull leaves whole files and a state that the next pull completes."""
+# Not both_engines: pull-state.json and summary files, no database.
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """Rendering: the right summaries per topic choice, the email's quality bars, escaping, placeholders."""
+# Not both_engines: rendering, no database.
 
 from __future__ import annotations
 

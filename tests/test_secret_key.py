@@ -1,5 +1,6 @@
 """The key that signs every subscriber's links: `serve`, SMTP and SendGrid sends refuse the public
 development key and short keys; the outbox works with any, and warns only when none is set."""
+# Not both_engines: the signing key's checks, no database.
 
 from __future__ import annotations
 

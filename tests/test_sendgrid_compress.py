@@ -2,6 +2,7 @@
 `Content-Encoding: gzip`, through the official client; the fake SendGrid decompresses it and
 checks the JSON inside against the official schema, and refuses a corrupt one (400) or one whose
 JSON reaches the size limit however small the gzip (413)."""
+# Not both_engines: the body's encoding (the send through the ledger: test_backend_sendgrid).
 
 from __future__ import annotations
 

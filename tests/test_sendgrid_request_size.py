@@ -3,6 +3,7 @@ request limit (30 MB) goes out as several requests, everyone sent once and recor
 own request's message id; a personalization whose custom args reach 10,000 bytes fails that
 recipient alone. The fake SendGrid enforces the same limits (413 and 400), so what it accepts
 proves the split."""
+# Not both_engines: the body's limits (the send through the ledger: test_backend_sendgrid).
 
 from __future__ import annotations
 

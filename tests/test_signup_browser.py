@@ -6,6 +6,7 @@ issue sent to the new subscriber on their topics. Also the form pasted into anot
 The app reads the test's clock, which moves between showing the form and sending it (the
 minimum fill time) without any sleep. Set SCREENSHOTS_DIR=docs/screenshots to keep screenshots.
 """
+# Not both_engines: pages in a browser; what they write: test_signup_form, test_signup_confirm.
 
 from __future__ import annotations
 

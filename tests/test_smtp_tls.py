@@ -4,6 +4,7 @@ implicit TLS) whose certificate comes from a test CA made here with `cryptograph
 With the CA file the send goes through; without it, with another CA, or with a certificate for
 another host name, the send stops at once with a one-line error and leaves everyone pending.
 """
+# Not both_engines: SMTP trust settings (the send through the ledger: test_backend_smtp).
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ and on proofs of the example issue: no content rule may add to the spam score.
 
 SpamAssassin takes seconds to start, so it runs once, over every message, from one fixture.
 """
+# Not both_engines: SpamAssassin's verdict on the messages, no database.
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ the change is made the way a user makes it (the CLI, the preference centre over 
 batch, a suppression sync against the fake SendGrid), and the outcome and the history row are
 compared with what README's table says.
 """
+# both_engines by hand: the engine is the module-wide `place` fixture's parameter.
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """Signed links: the fast signing path makes exactly the tokens itsdangerous makes."""
+# Not both_engines: signed links, no database.
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Click and open tracking are said on every SendGrid request, as the settings say (both off by
 default), so that an account's own defaults never rewrite links or add a pixel; the requests
 stay valid under SendGrid's official schema and the email itself is the same either way."""
+# Not both_engines: tracking settings (the send through the ledger: test_backend_sendgrid).
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 every reader (the issue's archive page, nothing personal in it), absent for `archive: false`;
 `check` refuses an email whose link would lead nowhere; and the link of a sent email opens a page
 of the built archive."""
+# Not both_engines: the email's first link, no database.
 
 from __future__ import annotations
 

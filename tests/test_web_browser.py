@@ -3,6 +3,7 @@ the links of an email that `newsletter send --backend outbox` wrote.
 
 Set SCREENSHOTS_DIR=docs/screenshots to keep the screenshots.
 """
+# Not both_engines: pages in a browser; what they change: test_web_preferences, _unsubscribe.
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ gunicorn's access log names the worker process (`%(p)s`) that served each reques
 sees that more than one served. gunicorn runs as a real server on 127.0.0.1, started and stopped
 by the test.
 """
+# both_engines by hand: each test names its engine (PostgreSQL; a SQLite file).
 
 from __future__ import annotations
 
