@@ -11,6 +11,7 @@ lets them all go (`release`). Nothing waits by sleeping.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import signal
 import subprocess
@@ -321,3 +322,48 @@ def test_joining_a_send_under_way_with_another_backend_is_refused(engine, small)
         assert backend.calls == []
     finally:
         first_db.close()
+
+
+@pytest.mark.postgresql_only
+def test_ctrl_c_reaches_every_worker_which_records_its_requests_in_flight(
+    engine, workspace, database_url, fake
+):
+    settings = configure(
+        workspace, backend="sendgrid", batch_size=10, timeout=WAIT, concurrency=CONCURRENCY,
+        sendgrid={"sync_suppressions": False},
+    )  # fmt: skip
+    db = database(settings)
+    add_many(db, 200)
+    fake.set_mode(latency_ms=WAIT * 1000)
+    parent = start_send(workspace, fake.url, "--workers", str(WORKERS))
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in parent.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        hold_until_every_worker_has_requests_in_flight(fake)
+        parent.send_signal(signal.SIGINT)  # as Ctrl-C does, to the command only
+        stopping = set()
+        while len(stopping) < WORKERS:
+            line = lines.get(timeout=WAIT)
+            assert line is not None, "the command ended before its workers stopped claiming"
+            if "interrupted: no more batches are claimed" in line:
+                stopping.add(line.split(":")[0])
+        let_them_go(fake)  # the requests in flight are answered, and recorded
+        assert parent.wait(timeout=WAIT) == 130
+    finally:
+        parent.kill()
+        db.close()
+    said = []
+    while (line := lines.get(timeout=WAIT)) is not None:
+        said.append(line)
+    assert said[-1].strip() == "interrupted"
+    in_flight = WORKERS * CONCURRENCY * 10
+    assert fake.stats()["requests"] == WORKERS * CONCURRENCY  # nothing claimed after Ctrl-C
+    with database(settings) as check:
+        assert store.counts(check, ISSUE) == {"sent": in_flight, "pending": 200 - in_flight}
+        assert store.get_send(check, ISSUE)["state"] == "stopped"
