@@ -96,7 +96,7 @@ def run_send(
     if prepared.sandbox:
         return sandbox_send(run)
     if ledger_rows.takes_workers(run.db):
-        return run_worker(run, run_id or new_run_id(), stale_after)
+        return run_worker(run, run_id or new_run_id(), stale_after, joining=run_id is not None)
     db, issue, observer = run.db, run.issue, run.observer
     existing = ledger_rows.get_send(db, issue.id)
     if existing and existing["state"] == "sent":
@@ -131,11 +131,16 @@ def new_run_id() -> str:
     return secrets.token_hex(8)
 
 
-def run_worker(run: SendRun, run_id: str, stale_after: float = STALE_AFTER) -> SendResult:
+def run_worker(
+    run: SendRun, run_id: str, stale_after: float = STALE_AFTER, joining: bool = False
+) -> SendResult:
     """One worker of a send that several may share (PostgreSQL): join under the issue's
     planning lock (the first worker of a run recovers what gone workers left and plans; those
     that come later wait for it on the lock, then only claim), send, and finish the lease (the
-    last worker out records whether the issue was sent in full)."""
+    last worker out records whether the issue was sent in full).
+
+    `joining`: started by a command that has already checked the issue was not sent (a worker
+    of `send --workers`), so finding it sent now means others finished it: nothing to do."""
     db, issue, observer = run.db, run.issue, run.observer
     lease = WorkerLease(db, issue.id, run.backend.name, run_id, stale_after)
     run.stats.worker = lease.owner
@@ -145,12 +150,12 @@ def run_worker(run: SendRun, run_id: str, stale_after: float = STALE_AFTER) -> S
         with ledger_rows.planning_lock(db, issue.id):
             existing = ledger_rows.get_send(db, issue.id)
             if existing and existing["state"] == "sent":
-                if existing["run_id"] != run_id:
+                if existing["run_id"] != run_id and not joining:
                     raise DeliveryError(
                         f"issue {issue.id} was sent in full ({existing['finished_at']}); "
                         f"`newsletter report {issue.id}` shows who got it"
                     )
-                state = "sent"  # another worker of this run finished it: nothing left to do
+                state = "sent"  # other workers finished it meanwhile: nothing left to do
             else:
                 lease.join()
                 with ledger_rows.bulk_writes(db):
