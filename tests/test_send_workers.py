@@ -367,3 +367,43 @@ def test_ctrl_c_reaches_every_worker_which_records_its_requests_in_flight(
     with database(settings) as check:
         assert store.counts(check, ISSUE) == {"sent": in_flight, "pending": 200 - in_flight}
         assert store.get_send(check, ISSUE)["state"] == "stopped"
+
+
+@pytest.mark.postgresql_only
+def test_a_worker_stopped_by_an_error_leaves_the_others_going_on(
+    engine, run, workspace, database_url, fake
+):
+    settings = configure(
+        workspace, backend="sendgrid", batch_size=10, timeout=WAIT, concurrency=CONCURRENCY,
+        sendgrid={"sync_suppressions": False},
+    )  # fmt: skip
+    db = database(settings)
+    add_many(db, 200)
+    fake.set_mode(latency_ms=WAIT * 1000)
+    fake.script([{"status": 400}])  # the first request to come is refused
+    parent = start_send(workspace, fake.url, "--workers", str(WORKERS))
+    try:
+        hold_until_every_worker_has_requests_in_flight(fake)
+        let_them_go(fake)
+        out, err = parent.communicate(timeout=WAIT)
+    finally:
+        parent.kill()
+    assert parent.returncode == 1
+    failures = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(failures) == 1 and "failed: " in failures[0] and "400" in failures[0]
+    refused = {e.subscriber_id for e in store.iter_entries(db, ISSUE, state="failed")}
+    assert len(refused) == 10
+    counts = store.counts(db, ISSUE)
+    assert counts == {"sent": 190, "failed": 10}  # the others sent everyone else
+    assert duplicates(fake.recipients()) == []
+    assert store.get_send(db, ISSUE)["state"] == "stopped"
+
+    env = {"SENDGRID_API_KEY": TEST_API_KEY, "SENDGRID_API_HOST": fake.url}
+    resumed = run("send", ISSUE, "--yes", "--backend", "sendgrid", env=env)
+
+    assert resumed.exit_code == 0, resumed.output
+    received = fake.recipients()
+    assert duplicates(received) == [] and len(received) == 200
+    assert store.counts(db, ISSUE) == {"sent": 200}
+    assert store.get_send(db, ISSUE)["state"] == "sent"
+    db.close()
