@@ -74,19 +74,13 @@ class LineObserver(SendObserver):
         )
 
 
-class ProgressObserver(SendObserver):
+class ProgressObserver(LineObserver):
     """A Rich progress bar on stderr, and warnings and retries as lines above it."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress: Progress | None = None
         self.task = None
-
-    def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", markup=False, highlight=False)
-
-    def info(self, message: str) -> None:
-        self.console.print(message, markup=False, highlight=False)
 
     def started(self, recipients: int, batches: int) -> None:
         # Only a send that sends shows a progress bar: Rich's takes a while to import.
@@ -120,13 +114,6 @@ class ProgressObserver(SendObserver):
         self.other += skipped + failed + unknown
         detail = f"sent {self.sent}" + (f", not sent {self.other}" if self.other else "")
         self.progress.update(self.task, advance=sent + skipped + failed + unknown, detail=detail)
-
-    def retrying(self, batch_no: int, attempt: int, delay: float, reason: str) -> None:
-        self.console.print(
-            f"batch {batch_no}: {reason}; retrying in {delay:.1f} s (attempt {attempt + 1})",
-            markup=False,
-            highlight=False,
-        )
 
     def finished(self) -> None:
         if self.progress is not None:
