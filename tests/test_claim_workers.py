@@ -29,6 +29,13 @@ def planned(settings, db):
     return segment
 
 
+def lease(db, worker: str) -> str:
+    """Register `worker`'s lease on the issue's send (as `WorkerLease.join` does)."""
+    with db.transaction():
+        store.join_send(db, ISSUE, worker, "run", "scripted")
+    return worker
+
+
 def test_sqlite_refuses_more_than_one_worker(engine, db, planned):
     if engine != "sqlite":
         store.check_workers(db, 4)  # PostgreSQL: any number
@@ -41,12 +48,13 @@ def test_sqlite_refuses_more_than_one_worker(engine, db, planned):
         "process: --workers 3 needs PostgreSQL (see README, PostgreSQL)"
     )
     with pytest.raises(StoreError):
-        store.claim_for_worker(db, ISSUE, planned, 100, 1)
+        store.claim_for_worker(db, ISSUE, planned, 100, "host:1:a")
     assert store.counts(db, ISSUE).get("submitting", 0) == 0
 
 
 @pytest.mark.postgresql_only
 def test_a_claim_passes_over_rows_another_worker_is_claiming(engine, db, planned):
+    worker = lease(db, "host:1:a")
     other = Database(db.location)
     try:
         # Another worker is in the middle of claiming the first 10 rows (locked, not yet written).
@@ -57,15 +65,16 @@ def test_a_claim_passes_over_rows_another_worker_is_claiming(engine, db, planned
             (ISSUE,),
         ).fetchall()
         held = {r[0] for r in held}
-        claimed, skipped = store.claim_for_worker(db, ISSUE, planned, 100, 1)  # does not wait
-        mine = {r.subscriber_id for r in claimed}
-        assert (len(mine), skipped) == (100, 0)
+        claimed, skipped, number = store.claim_for_worker(db, ISSUE, planned, 100, worker)
+        mine = {r.subscriber_id for r in claimed}  # it did not wait for the other
+        assert (len(mine), skipped, number) == (100, 0, 1)
         assert not mine & held
         other.conn.execute("COMMIT")
     finally:
         other.close()
-    claimed_next, _ = store.claim_for_worker(db, ISSUE, planned, 10, 2)
+    claimed_next, _, number = store.claim_for_worker(db, ISSUE, planned, 10, worker)
     assert {r.subscriber_id for r in claimed_next} == held  # free again: claimed next
+    assert number == 2
     assert store.counts(db, ISSUE).get("submitting", 0) == 110
 
 
@@ -73,7 +82,7 @@ def test_a_claim_passes_over_rows_another_worker_is_claiming(engine, db, planned
 def test_a_subscriber_who_left_is_skipped_not_claimed(engine, db, planned):
     gone = get_row_by_email(db, "user0@example.org")
     write_status(db, gone.id, "unsubscribed", "web")
-    claimed, skipped = store.claim_for_worker(db, ISSUE, planned, 5, 1)
+    claimed, skipped, _ = store.claim_for_worker(db, ISSUE, planned, 5, lease(db, "host:1:a"))
     assert skipped == 1
     assert gone.id not in {r.subscriber_id for r in claimed}
     assert store.get_entry(db, ISSUE, gone.id).state == "skipped"
@@ -82,6 +91,7 @@ def test_a_subscriber_who_left_is_skipped_not_claimed(engine, db, planned):
 @pytest.mark.postgresql_only
 def test_three_workers_claim_every_row_exactly_once(engine, db, planned):
     claims: dict[int, list[int]] = {}
+    numbers: list[int] = []
     start = threading.Barrier(3)
     failures = []
 
@@ -89,14 +99,16 @@ def test_three_workers_claim_every_row_exactly_once(engine, db, planned):
         mine = claims.setdefault(worker, [])
         try:
             with Database(db.location) as own:
+                name = lease(own, f"host:{worker}:a")
                 start.wait()
-                batch = 0
                 while True:
-                    batch += 1
-                    rows, _ = store.claim_for_worker(own, ISSUE, planned, 37, worker * 1000 + batch)
+                    rows, _, number = store.claim_for_worker(own, ISSUE, planned, 37, name)
                     if not rows:
                         return
                     mine.extend(r.subscriber_id for r in rows)
+                    numbers.append(number)
+                    worker_of = store.get_entry(own, ISSUE, rows[0].subscriber_id)
+                    assert worker_of.batch_no == number
         except Exception as exc:  # reported below: a thread's exception would vanish
             failures.append(exc)
 
@@ -110,3 +122,17 @@ def test_three_workers_claim_every_row_exactly_once(engine, db, planned):
     assert len(every) == len(set(every)) == 1000
     assert store.counts(db, ISSUE).get("submitting", 0) == 1000
     assert store.counts(db, ISSUE).get("pending", 0) == 0
+    assert sorted(numbers) == list(range(1, 29))  # 28 batches of 37 or fewer: unique, no gaps
+    by_worker = store.worker_rows(db, ISSUE)
+    assert {w: sum(s.values()) for w, s in by_worker.items()} == {
+        f"host:{n}:a": len(claims[n]) for n in (1, 2, 3)
+    }
+
+
+@pytest.mark.postgresql_only
+def test_a_lease_found_abandoned_claims_nothing(engine, db, planned):
+    worker = lease(db, "host:1:a")
+    with db.transaction():
+        store.end_worker(db, ISSUE, worker, "abandoned")
+    assert store.claim_for_worker(db, ISSUE, planned, 10, worker) is None
+    assert store.counts(db, ISSUE) == {"pending": 1000}

@@ -308,6 +308,9 @@ def test_rows_left_submitting_by_a_crash_become_unknown_and_are_reported(setting
     assert {store.get_entry(db, ISSUE, i).state for i in crashed} == {"unknown"}
 
 
+@pytest.mark.sqlite_only(
+    "on PostgreSQL a second send joins the first as a worker (tests/test_send_workers.py)"
+)
 def test_a_second_send_of_the_same_issue_is_refused_while_one_runs(settings, db):
     refused = []
 
@@ -468,6 +471,9 @@ def test_a_late_answer_to_a_taken_over_batch_leaves_the_batch_now_in_flight_alon
     assert build_report(db, ISSUE).state == "sent"
 
 
+@pytest.mark.sqlite_only(
+    "on PostgreSQL a second send joins the first as a worker (tests/test_send_workers.py)"
+)
 def test_a_stalled_send_that_plans_late_never_resets_what_another_send_has_sent(
     settings, db, monkeypatch
 ):

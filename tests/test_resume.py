@@ -207,6 +207,9 @@ def test_killed_while_a_request_is_in_flight(run, workspace, fake, setup, accept
     assert store.get_send(db, ISSUE)["state"] == "sent"
 
 
+@pytest.mark.sqlite_only(
+    "on PostgreSQL a second send joins the first as a worker (tests/test_send_workers.py)"
+)
 def test_two_concurrent_sends_of_one_issue_one_refuses(run, workspace, fake, setup):
     settings, db, eligible = setup
     child = SendProcess(workspace, fake.url, pause_after=1)

@@ -27,6 +27,7 @@ from ..delivery import (
     run_send,
     send_proof,
 )
+from ..delivery.workers import MAX_WORKERS
 from ..errors import ContentError, DeliveryError, NewsletterError
 from ..store import ledger as ledger_rows
 from . import pass_app
@@ -52,19 +53,34 @@ def _proof_addresses(ctx, param, values):
         raise click.BadParameter(str(exc)) from None
 
 
-class ProgressObserver(SendObserver):
-    """A Rich progress bar on stderr, and warnings and retries as lines above it."""
+class LineObserver(SendObserver):
+    """Warnings and retries as lines on stderr, no progress bar: a worker of `send --workers`,
+    whose lines the command relays."""
 
     def __init__(self, console: Console):
         self.console = console
-        self.progress: Progress | None = None
-        self.task = None
 
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, highlight=False)
 
     def info(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False)
+
+    def retrying(self, batch_no: int, attempt: int, delay: float, reason: str) -> None:
+        self.console.print(
+            f"batch {batch_no}: {reason}; retrying in {delay:.1f} s (attempt {attempt + 1})",
+            markup=False,
+            highlight=False,
+        )
+
+
+class ProgressObserver(LineObserver):
+    """A Rich progress bar on stderr, and warnings and retries as lines above it."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
 
     def started(self, recipients: int, batches: int) -> None:
         # Only a send that sends shows a progress bar: Rich's takes a while to import.
@@ -98,13 +114,6 @@ class ProgressObserver(SendObserver):
         self.other += skipped + failed + unknown
         detail = f"sent {self.sent}" + (f", not sent {self.other}" if self.other else "")
         self.progress.update(self.task, advance=sent + skipped + failed + unknown, detail=detail)
-
-    def retrying(self, batch_no: int, attempt: int, delay: float, reason: str) -> None:
-        self.console.print(
-            f"batch {batch_no}: {reason}; retrying in {delay:.1f} s (attempt {attempt + 1})",
-            markup=False,
-            highlight=False,
-        )
 
     def finished(self) -> None:
         if self.progress is not None:
@@ -220,16 +229,44 @@ def print_report(console: Console, report: SendReport) -> None:
     "--now", "retry_now", is_flag=True, help="With --retry-unknown: do not wait for the grace."
 )
 @click.option("--sandbox", is_flag=True, help="SendGrid sandbox: validated, not delivered.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=1,
+    show_default=True,
+    help="Sending processes sharing the issue (PostgreSQL; the same command on other hosts "
+    "joins them).",
+)
+@click.option("--worker-run", hidden=True, help="Run as one worker of a `send --workers N`.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 @pass_app
 def send(
-    app, ctx, issue, backend, dry_run, proofs, topics, at, retry_unknown, retry_now, sandbox, yes
+    app,
+    ctx,
+    issue,
+    backend,
+    dry_run,
+    proofs,
+    topics,
+    at,
+    retry_unknown,
+    retry_now,
+    sandbox,
+    workers,
+    worker_run,
+    yes,
 ):
     """Send the issue (or a proof); resumable: run it again to continue."""
     settings = app.settings
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    if workers > 1:
+        for option, given in (("--proof", proofs), ("--sandbox", sandbox)):
+            if given:
+                raise click.UsageError(f"--workers cannot be used with {option}")
+        # Before anything is checked, planned or written: SQLite takes one sender.
+        ledger_rows.check_workers(app.db, workers)
     if topics is not None and not proofs:
         raise click.UsageError("--topics chooses a proof's topics: use it with --proof")
     if retry_now and not retry_unknown:
@@ -278,6 +315,13 @@ def send(
         send_at=when,
         sandbox=sandbox,
     )
+    if workers > 1 and ledger_rows.get_send(app.db, prepared.issue.id):
+        sent = ledger_rows.get_send(app.db, prepared.issue.id)
+        if sent["state"] == "sent":  # said once, not by each worker
+            raise DeliveryError(
+                f"issue {prepared.issue.id} was sent in full ({sent['finished_at']}); "
+                f"`newsletter report {prepared.issue.id}` shows who got it"
+            )
     if not yes:
         if not stdin_is_interactive():
             raise DeliveryError(
@@ -290,16 +334,25 @@ def send(
             f"({len(plan.segments)} segments, {plan.requests} requests) with {backend_name}"
             + (" in SendGrid's sandbox (nothing delivered)" if sandbox else "")
             + (f", scheduled for {when.isoformat()}" if when else "")
+            + (f", with {workers} workers" if workers > 1 else "")
             + "?"
         )
         if not click.confirm(question, default=False, err=True):
             raise DeliveryError("not confirmed: nothing was sent")
-    observer = Observers(ProgressObserver(err), *ctx.meta.get(SEND_OBSERVERS, ()))
+    if workers > 1:
+        options = ["--backend", backend_name]
+        options += ["--retry-unknown"] if retry_unknown else []
+        options += ["--now"] if retry_now else []
+        options += ["--at", at] if at else []
+        send_with_workers(app, out, err, prepared.issue.id, issue, workers, options)
+        return
+    shown = LineObserver(err) if worker_run else ProgressObserver(err)
+    observer = Observers(shown, *ctx.meta.get(SEND_OBSERVERS, ()))
     try:
-        result = run_send(prepared, observer=observer)
+        result = run_send(prepared, observer=observer, run_id=worker_run)
     except DeliveryError:
         issue_id = prepared.issue.id
-        if ledger_rows.get_send(app.db, issue_id):
+        if worker_run is None and ledger_rows.get_send(app.db, issue_id):
             print_report(out, build_report(app.db, issue_id))
         raise
     run = result.run
@@ -320,7 +373,36 @@ def send(
         if value:
             summary += f", {label} {value}"
     out.print(summary, markup=False)
-    print_report(out, result.report)
+    if worker_run is None:
+        print_report(out, result.report)
+
+
+def send_with_workers(app, out, err, issue_id, issue_ref, count, options) -> None:
+    """`send --workers N`: N worker processes, their lines relayed as `worker K: ...`, then one
+    report from the ledger; DeliveryError naming each worker that failed and why."""
+    from ..delivery.send import new_run_id
+    from ..delivery.workers import rows_by_worker, run_workers, worker_command
+
+    command = worker_command(app.config_option, issue_ref, new_run_id(), options)
+
+    def relay(number: int, line: str, is_error: bool) -> None:
+        (err if is_error else out).print(f"worker {number}: {line}", markup=False)
+
+    exits, interrupted = run_workers(command, count, relay)
+    claimed = rows_by_worker(app.db, issue_id, exits)
+    for done in exits:
+        counts = claimed.get(done.number, {})
+        parts = ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "nothing"
+        status = f"failed ({done.why})" if done.failed else "finished"
+        out.print(f"worker {done.number} (pid {done.pid}): {status}; its rows: {parts}")
+    print_report(out, build_report(app.db, issue_id))
+    if interrupted:
+        raise KeyboardInterrupt
+    failed = [e for e in exits if e.failed]
+    if failed:
+        raise DeliveryError(
+            "\n".join(f"worker {e.number} (pid {e.pid}) failed: {e.why}" for e in failed)
+        )
 
 
 def _titles(settings) -> dict[str, str]:

@@ -37,6 +37,10 @@ class RunStats:
     batches: int = 0
     attempts: int = 0  # provider calls, retries included
     renders: int = 0  # segments rendered (once each; the pre-send checks' renders not counted)
+    # Several workers (PostgreSQL): this run's worker id, and whether it was the one that
+    # recovered and planned (the others joined its plan).
+    worker: str | None = None
+    planner: bool = False
     warnings: list[str] = field(default_factory=list)
     # Wall seconds by phase, for `bench/bench_send.py`: check, prepare (recovery, suppression
     # sync), plan, render, and the batch loop's parts: claim, values (per-recipient values and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import secrets
 import time
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ from .backends import in_flight_backends
 from .batch import Batch, BatchResult
 from .deliver import open_backend, stop_error
 from .inflight import Flight, Gate, Slots
-from .lock import STALE_AFTER, SendLock
+from .lock import STALE_AFTER, SendLock, WorkerLease
 from .plan import write_plan
 from .prepare import PreparedSend, prepare_send
 from .presend import before_planning
@@ -78,17 +79,24 @@ def run_send(
     retry: RetryPolicy | None = None,
     stale_after: float = STALE_AFTER,
     monotonic: Callable[[], float] | None = None,
+    run_id: str | None = None,
 ) -> SendResult:
     """Send a prepared issue (as it was loaded and checked; nothing is read again).
 
     `sleep` and `monotonic` (seconds) are how the send waits and tells the time between
     attempts; a test gives its own, and then nothing really waits. (The wall clock that
-    `--retry-unknown`'s grace is measured by is `prepare_send`'s `clock`.)"""
+    `--retry-unknown`'s grace is measured by is `prepare_send`'s `clock`.)
+
+    On a store that takes several workers (PostgreSQL) this process is one worker of the send:
+    it joins any others sending the issue (`run_worker`); `run_id` names the command whose
+    workers plan once between them (None: a run of its own)."""
     run = start_run(
         prepared, observer=observer or SendObserver(), sleep=sleep, retry=retry, monotonic=monotonic
     )
     if prepared.sandbox:
         return sandbox_send(run)
+    if ledger_rows.takes_workers(run.db):
+        return run_worker(run, run_id or new_run_id(), stale_after, joining=run_id is not None)
     db, issue, observer = run.db, run.issue, run.observer
     existing = ledger_rows.get_send(db, issue.id)
     if existing and existing["state"] == "sent":
@@ -118,6 +126,55 @@ def run_send(
     return SendResult(issue.id, run.backend.name, run.stats, report)
 
 
+def new_run_id() -> str:
+    """The id of one `send` command, shared by its workers."""
+    return secrets.token_hex(8)
+
+
+def run_worker(
+    run: SendRun, run_id: str, stale_after: float = STALE_AFTER, joining: bool = False
+) -> SendResult:
+    """One worker of a send that several may share (PostgreSQL): join under the issue's
+    planning lock (the first worker of a run recovers what gone workers left and plans; those
+    that come later wait for it on the lock, then only claim), send, and finish the lease (the
+    last worker out records whether the issue was sent in full).
+
+    `joining`: started by a command that has already checked the issue was not sent (a worker
+    of `send --workers`), so finding it sent now means others finished it: nothing to do."""
+    db, issue, observer = run.db, run.issue, run.observer
+    lease = WorkerLease(db, issue.id, run.backend.name, run_id, stale_after)
+    run.stats.worker = lease.owner
+    job = ListSend(run, lease)
+    state, last_error = None, None
+    try:
+        with ledger_rows.planning_lock(db, issue.id):
+            existing = ledger_rows.get_send(db, issue.id)
+            if existing and existing["state"] == "sent":
+                if existing["run_id"] != run_id and not joining:
+                    raise DeliveryError(
+                        f"issue {issue.id} was sent in full ({existing['finished_at']}); "
+                        f"`newsletter report {issue.id}` shows who got it"
+                    )
+                state = "sent"  # other workers finished it meanwhile: nothing left to do
+            else:
+                lease.join()
+                with ledger_rows.bulk_writes(db):
+                    job.recover_and_plan()
+        if lease.held:
+            job.send_batches()
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        last_error = message.splitlines()[0][:500]
+        raise
+    finally:
+        if lease.held:
+            state = lease.release(lambda: build_report(db, issue.id).complete, last_error)
+        observer.finished()
+    report = build_report(db, issue.id)
+    report.state, report.last_error = state, report.last_error if state != "sent" else None
+    return SendResult(issue.id, run.backend.name, run.stats, report)
+
+
 def pre_send_steps(run: SendRun) -> None:
     """What runs before a list send is planned, besides recovery (`presend.before_planning`:
     with SendGrid, pull its suppressions, which may unsubscribe people, so that the plan leaves
@@ -139,9 +196,14 @@ class ListSend:
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         self.send_at, self.schedule_id = _schedule(db, issue_id, run.backend, run.prepared.when)
-        stats.recovered = ledger_rows.move_state(
-            db, issue_id, ledger_rows.SUBMITTING, ledger_rows.UNKNOWN, RECOVERED_REASON
-        )
+        if self.lock.shared:
+            if not self._recover_for_workers():
+                return
+        else:
+            stats.recovered = ledger_rows.move_state(
+                db, issue_id, ledger_rows.SUBMITTING, ledger_rows.UNKNOWN, RECOVERED_REASON
+            )
+        stats.planner = True
         if stats.recovered:
             run.observer.warn(
                 f"{stats.recovered} recipients were being submitted when an earlier send "
@@ -158,6 +220,31 @@ class ListSend:
         start = stats.timed("prepare", start)
         stats.planned = write_plan(db, run.settings, run.issue, run.prepared.summaries)
         stats.timed("plan", start)
+
+    def _recover_for_workers(self) -> bool:
+        """Several workers: finish the leases of gone workers and mark their rows in flight
+        `unknown` (a live worker's are left alone); True when this worker is the first of its
+        run and no other is sending, so it puts back and plans; False when it joins a plan."""
+        run, db, issue_id, lease = self.run, self.run.db, self.run.issue.id, self.lock
+        lease.abandon_gone()
+        run.stats.recovered = ledger_rows.recover_gone_workers(db, issue_id, RECOVERED_REASON)
+        send = ledger_rows.get_send(db, issue_id) or {}
+        if lease.others_live() or send.get("run_id") == lease.run_id:
+            if run.stats.recovered:
+                run.observer.warn(
+                    f"{run.stats.recovered} recipients were being submitted by a worker that "
+                    "stopped; they are marked unknown (may or may not have been sent) and are "
+                    "not resent without --retry-unknown"
+                )
+            if run.prepared.retry_unknown and send.get("run_id") != lease.run_id:
+                run.observer.warn(
+                    "joined a send under way: --retry-unknown is applied by the worker that "
+                    "starts a send, so unknown recipients stay as they are"
+                )
+            return False
+        with db.transaction():
+            ledger_rows.set_run(db, issue_id, lease.run_id)
+        return True
 
     def send_batches(self) -> None:
         """Open the backends, then claim batch after batch, segment by segment, while up to
@@ -286,16 +373,24 @@ class ListSend:
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         while True:
-            claimed = ledger_rows.claim(
-                db, issue_id, key, run.backend.max_batch, batch_no, self.lock.owner
-            )
+            if self.lock.shared:
+                claimed = ledger_rows.claim_for_worker(
+                    db, issue_id, key, run.backend.max_batch, self.lock.owner
+                )
+            else:
+                claimed = ledger_rows.claim(
+                    db, issue_id, key, run.backend.max_batch, batch_no, self.lock.owner
+                )
+                if claimed is not None:
+                    claimed = (*claimed, batch_no)
             if claimed is None:
                 self.lock.held = False
+                what = "lease" if self.lock.shared else "send lock"
                 raise DeliveryError(
-                    f"the send lock of issue {issue_id} was taken over by another process "
+                    f"the {what} of issue {issue_id} was taken over by another process "
                     "(it thought this one dead); stopping"
                 )
-            rows, skipped = claimed
+            rows, skipped, number = claimed
             stats.skipped += skipped
             if skipped:
                 run.observer.batch_done(0, skipped, 0, 0)
@@ -313,7 +408,7 @@ class ListSend:
         stats.timed("values", start)
         return Batch(
             issue_id,
-            batch_no,
+            number,
             email,
             recipients,
             email.subject,

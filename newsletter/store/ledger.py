@@ -17,11 +17,23 @@ from dataclasses import dataclass
 from ..errors import StoreError
 from . import Database, now
 from .sends import bulk_writes as bulk_writes
+from .sends import drop_worker_lock as drop_worker_lock
+from .sends import end_worker as end_worker
+from .sends import finish_send as finish_send
 from .sends import get_send as get_send
 from .sends import heartbeat as heartbeat
+from .sends import hold_worker_lock as hold_worker_lock
+from .sends import join_send as join_send
+from .sends import live_workers as live_workers
+from .sends import note_error as note_error
+from .sends import planning_lock as planning_lock
 from .sends import release_lock as release_lock
+from .sends import set_run as set_run
 from .sends import set_schedule as set_schedule
+from .sends import takes_workers as takes_workers
 from .sends import try_lock as try_lock
+from .sends import worker_connection_gone as worker_connection_gone
+from .sends import worker_heartbeat as worker_heartbeat
 from .subscribers import TopicChoice, decode_topics
 
 # States a row may be in; `pending → submitting → sent | failed | unknown`, plus `skipped`.
@@ -240,19 +252,24 @@ def check_workers(db: Database, workers: int) -> None:
 
 
 def claim_for_worker(
-    db: Database, issue_id: str, segment: str, limit: int, batch_no: int
-) -> tuple[list[ClaimedRow], int]:
+    db: Database, issue_id: str, segment: str, limit: int, worker: str
+) -> tuple[list[ClaimedRow], int, int] | None:
     """`claim` for one of several workers sending the same issue (PostgreSQL only).
 
     The rows are locked with `FOR UPDATE … SKIP LOCKED` in a transaction of their own that takes
     no store-wide lock: a row another worker is claiming at this moment is passed over, so two
-    workers never claim the same recipient, and neither waits for the other. The send's lock
-    (`sends.lock_owner`) is not checked here: several workers need a lease each (see the
-    send loop). Returns (claimed rows, skipped count), as `claim` does.
+    workers never claim the same recipient, and neither waits for the other. The same
+    transaction refreshes the worker's lease (`send_workers`), writes the worker on the rows it
+    claims (recovery after a crash is per worker) and takes the batch's number from the issue's
+    counter (`sends.last_batch_no`), so numbers stay unique across workers. Returns (claimed
+    rows, skipped count, batch number; 0 when nothing was claimed), or None when the lease is
+    no longer live (another worker found it abandoned), in which case nothing is changed.
     """
     check_workers(db, 2)
     at = now()
     with db.transaction(exclusive=False):
+        if not worker_heartbeat(db, issue_id, worker):
+            return None
         rows = db.conn.execute(
             "SELECT l.subscriber_id, s.email, s.name, s.topics, s.status FROM ledger AS l "
             "JOIN subscribers AS s ON s.id = l.subscriber_id "
@@ -261,7 +278,7 @@ def claim_for_worker(
             (issue_id, segment, limit),
         ).fetchall()
         if not rows:
-            return [], 0
+            return [], 0, 0
         gone = [
             (f"{r[4]} before sending", at, issue_id, r[0]) for r in rows if r[4] != "subscribed"
         ]
@@ -271,17 +288,56 @@ def claim_for_worker(
                 "WHERE issue_id = ? AND subscriber_id = ?",
                 gone,
             )
-        # Exactly the locked rows (another worker's may lie between them): `= ANY` of the ids.
         ids = [r[0] for r in rows if r[4] == "subscribed"]
-        db.conn.execute(
-            "UPDATE ledger SET state = 'submitting', batch_no = ?, attempts = attempts + 1, "
-            "reason = NULL, updated_at = ? WHERE issue_id = ? AND subscriber_id = ANY(?)",
-            (batch_no, at, issue_id, ids),
-        )
+        batch_no = 0
+        if ids:
+            # The counter starts above the numbers earlier single-process runs gave.
+            batch_no = db.conn.execute(
+                "UPDATE sends SET last_batch_no = coalesce(last_batch_no, "
+                "(SELECT coalesce(max(batch_no), 0) FROM ledger WHERE issue_id = ?)) + 1 "
+                "WHERE issue_id = ? RETURNING last_batch_no",
+                (issue_id, issue_id),
+            ).fetchone()[0]
+            # Exactly the locked rows (another worker's may lie between them): `= ANY` of the ids.
+            db.conn.execute(
+                "UPDATE ledger SET state = 'submitting', batch_no = ?, worker = ?, "
+                "attempts = attempts + 1, reason = NULL, updated_at = ?, submitted_at = ? "
+                "WHERE issue_id = ? AND subscriber_id = ANY(?)",
+                (batch_no, worker, at, at, issue_id, ids),
+            )
     claimed = [
         ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
     ]
-    return claimed, len(gone)
+    return claimed, len(gone), batch_no
+
+
+def recover_gone_workers(db: Database, issue_id: str, reason: str) -> int:
+    """`submitting` rows of workers without a live lease → `unknown` (their batches may or may
+    not have gone out); a live worker's rows in flight are left alone. How many."""
+    with db.transaction():
+        cur = db.conn.execute(
+            "UPDATE ledger SET state = 'unknown', reason = ?, updated_at = ? "
+            "WHERE issue_id = ? AND state = 'submitting' AND NOT EXISTS "
+            "(SELECT 1 FROM send_workers AS w WHERE w.issue_id = ledger.issue_id "
+            "AND w.worker = ledger.worker AND w.finished_at IS NULL)",
+            (reason, now(), issue_id),
+        )
+        if cur.rowcount:
+            settle_noted_unknown(db, issue_id)
+    return cur.rowcount
+
+
+def worker_rows(db: Database, issue_id: str) -> dict[str, dict[str, int]]:
+    """worker → state → rows, for the rows a worker claimed (several senders' report)."""
+    out: dict[str, dict[str, int]] = {}
+    rows = db.conn.execute(
+        "SELECT worker, state, count(*) AS n FROM ledger WHERE issue_id = ? "
+        "AND worker IS NOT NULL GROUP BY worker, state",
+        (issue_id,),
+    )
+    for r in rows:
+        out.setdefault(r["worker"], {})[r["state"]] = r["n"]
+    return out
 
 
 def add_attempt(db: Database, issue_id: str, subscriber_ids: Iterable[int]) -> None:

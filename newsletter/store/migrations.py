@@ -286,6 +286,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX click_subscribers_by_issue ON click_subscribers (issue_id, subscriber_id, at);
     """,
+    # 6: several sending processes (PostgreSQL). Each holds a lease of its own in `send_workers`
+    # instead of the one lock in `sends`; `ledger.worker` names the worker that claimed a row,
+    # so that a starting worker recovers only the rows of workers that are gone; batch numbers
+    # come from `sends.last_batch_no`, taken in the claim's transaction, unique across workers.
+    """
+    ALTER TABLE ledger ADD COLUMN worker TEXT;
+    ALTER TABLE sends ADD COLUMN last_batch_no INTEGER;
+    ALTER TABLE sends ADD COLUMN run_id TEXT;   -- the run (one `send` command) that last planned
+    CREATE TABLE send_workers (
+        issue_id     TEXT NOT NULL,
+        worker       TEXT NOT NULL,   -- 'host:pid:token'
+        run_id       TEXT NOT NULL,   -- the `send` command it belongs to
+        backend      TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,   -- refreshed at every claim
+        finished_at  TEXT,            -- NULL while it runs
+        outcome      TEXT,            -- 'done', 'stopped', 'abandoned'
+        last_error   TEXT,
+        PRIMARY KEY (issue_id, worker)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
