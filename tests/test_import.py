@@ -709,3 +709,21 @@ def test_a_reimport_failing_midway_leaves_every_row_as_it_was(db, settings, tmp_
     # Nothing of it is left behind on the connection either: the same import then succeeds.
     result = subs.import_csv(db, settings, second, batch_size=100)
     assert (result.added, result.updated) == (300, 300)
+
+
+def test_each_address_added_as_subscribed_gets_one_consent_row(db, settings, tmp_path):
+    from newsletter.store import consents
+
+    path = tmp_path / "list.csv"
+    rows = [
+        f"c{i}@example.org,C {i},genetics;infections,{'bounced' if i % 4 == 0 else ''}\n"
+        for i in range(450)
+    ]
+    path.write_text(HEADER + "".join(rows), encoding="utf-8")
+    subs.import_csv(db, settings, path, batch_size=100)
+    record = list(consents.iter_all(db))
+    assert [(c.email, c.source, c.topics) for c in record] == [
+        (f"c{i}@example.org", f"import: {display_path(path)}", "genetics;infections")
+        for i in range(450)
+        if i % 4
+    ]
