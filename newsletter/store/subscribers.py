@@ -354,6 +354,11 @@ class ImportStage:
         self.conn.execute(
             "CREATE INDEX IF NOT EXISTS import_stage_email ON import_stage (email, line)"
         )
+        if self.db.engine == "postgresql":
+            # Autovacuum never looks at a TEMP table: without statistics the planner guesses
+            # a few rows and joins each page with `subscribers` the slow way (measured: the
+            # pages of a 100,000-row re-import took 12 s instead of 1).
+            self.conn.execute(f"ANALYZE {self.TABLE}")
         # A window, not a self-join: a file with one address on every line stays O(n log n).
         rows = self.conn.execute(
             "SELECT line, email, first FROM ("
@@ -451,6 +456,7 @@ def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Histor
                 if bulk:
                     values = ((sid, new) for sid, _, new in changed)
                     with staged(conn, "import_changes", _CHANGES, values):
+                        conn.execute("ANALYZE import_changes")  # see ImportStage.duplicates
                         conn.execute(
                             f"UPDATE subscribers AS s SET {column} = c.value, updated_at = ? "
                             "FROM import_changes AS c WHERE s.id = c.id",
@@ -467,6 +473,7 @@ def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Histor
             if bulk:
                 values = ((sid, new, reason) for sid, _, new, reason in batch.statuses)
                 with staged(conn, "import_statuses", _STATUS_CHANGES, values):
+                    conn.execute("ANALYZE import_statuses")
                     conn.execute(
                         "UPDATE subscribers AS s SET status = c.value, updated_at = ?, "
                         "status_changed_at = ?, status_reason = c.reason, status_source = ? "
