@@ -2,6 +2,7 @@
 
     python bench/bench_send.py [--subscribers 100000] [--runs 1] [--baseline 1000] [--seed 1]
         [--latency MS] [--bandwidth BYTES_PER_S] [--concurrency N] [--compress]
+        [--database URL] [--until plan]
 
 Each run happens in a fresh child process (so its peak RSS is its own) and a throw-away workspace
 in a temporary folder: a copy of newsletter.yaml, summaries/, issues/ and templates/, and a CSV of
@@ -28,11 +29,19 @@ send is answered MS ms after it came, as a real provider's would be (the baselin
 answers at once). `--concurrency N` writes `delivery.concurrency: N` and `--compress` writes
 `delivery.sendgrid.compress: true` into the run's settings; without them the settings stay as
 the example's.
+
+`--database postgresql://USER@HOST/DB` keeps each run's data (and the baseline's) in a fresh
+database on that server instead of the workspace's SQLite file (see `bench/databases.py`;
+`python bench/with_postgres.py -- python bench/bench_send.py --database {url}` starts a
+throw-away server). `--until plan` stops each run after the plan: the import, then
+`write_plan` (what the send's plan phase runs) timed alone, checked against the list (ledger
+rows pending = eligible, segments = distinct selections); no fake server, no send, no baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import csv
 import json
@@ -55,6 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_import import FIRST, LAST  # noqa: E402  (names with accents, commas, quotes)
+from bench.databases import fresh_database, shown, size_mb  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.delivery import SendObserver, send_issue  # noqa: E402
 from newsletter.render import Renderer, fill  # noqa: E402
@@ -144,10 +154,11 @@ def generate(path: Path, rows: int, ws: Path, seed: int) -> dict:
     }
 
 
-def import_in_child(ws: Path, csv_path: Path) -> dict:
+def import_in_child(ws: Path, csv_path: Path, location: str | Path) -> dict:
     """Run the product's CSV import in a child process (its memory is not the sender's)."""
+    config = str(ws / "newsletter.yaml")
     out = subprocess.run(
-        [sys.executable, __file__, "--import-worker", str(ws / "newsletter.yaml"), str(csv_path)],
+        [sys.executable, __file__, "--import-worker", config, str(csv_path), str(location)],
         check=True,
         capture_output=True,
         text=True,
@@ -155,11 +166,21 @@ def import_in_child(ws: Path, csv_path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def import_worker(config: str, csv_path: str) -> None:
+@contextlib.contextmanager
+def run_database(database: str | None, ws: Path):
+    """Where one run keeps its data: the workspace's SQLite file, or a fresh PostgreSQL database."""
+    if database is None:
+        yield load_settings(ws / "newsletter.yaml").paths.database
+        return
+    with fresh_database(database, ws) as url:
+        yield url
+
+
+def import_worker(config: str, csv_path: str, location: str) -> None:
     from newsletter.subscribers import import_csv
 
     settings = load_settings(config)
-    with Database(settings.paths.database) as db:
+    with Database(location) as db:
         start = time.perf_counter()
         result = import_csv(db, settings, csv_path)
         seconds = time.perf_counter() - start
@@ -236,16 +257,20 @@ def send_run(
     bandwidth: float | None = None,
     concurrency: int | None = None,
     compress: bool = False,
+    database: str | None = None,
 ) -> dict:
     """One full run (generate, import, send, verify) in this process; returns its figures."""
-    with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
-        ws = make_workspace(Path(tmp))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-send-") as tmp,
+        run_database(database, make_workspace(Path(tmp))) as location,
+    ):
+        ws = Path(tmp) / "ws"
         adjust_settings(ws, concurrency, compress)
         csv_path = Path(tmp) / "subscribers.csv"
         start = time.perf_counter()
         expected = generate(csv_path, subscribers, ws, seed)
         generate_s = time.perf_counter() - start
-        imported = import_in_child(ws, csv_path)
+        imported = import_in_child(ws, csv_path, location)
 
         fake = start_fake_sendgrid_process(
             record="counts", latency_ms=latency_ms, bandwidth=bandwidth
@@ -257,7 +282,7 @@ def send_run(
             observer = Observer(renderer)
             rss_start = rss_mb()
             profiler = cProfile.Profile() if profile else None
-            with Database(settings.paths.database) as db:
+            with Database(location) as db:
                 start = time.perf_counter()
                 if profiler:
                     profiler.enable()
@@ -274,7 +299,7 @@ def send_run(
             stats = fake.stats()
         finally:
             fake.stop()
-        db_mb = sum(p.stat().st_size for p in ws.glob("newsletter.db*")) / 2**20
+        db_mb = size_mb(location)
 
     run, t = result.run, result.run.timings
     sent = states.get("sent", 0)
@@ -368,21 +393,101 @@ def print_run(f: dict, checks: list) -> None:
         print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
 
 
+# Import and plan only (`--until plan`) ---------------------------------------------------------
+
+
+PLAN_FIGURES = ("import_s", "plan_s", "import_rss_mb", "plan_rss_mb")
+
+
+def plan_run(subscribers: int, seed: int, database: str | None) -> dict:
+    """Generate, import (in a child), then `write_plan` in this process; checked, timed."""
+    from newsletter.content import load_issue, load_summaries, resolve_summaries
+    from newsletter.delivery import write_plan
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp,
+        run_database(database, make_workspace(Path(tmp))) as location,
+    ):
+        ws = Path(tmp) / "ws"
+        csv_path = Path(tmp) / "subscribers.csv"
+        expected = generate(csv_path, subscribers, ws, seed)
+        imported = import_in_child(ws, csv_path, location)
+        settings = load_settings(ws / "newsletter.yaml")
+        issue = load_issue(settings, ISSUE)
+        summaries = resolve_summaries(issue, load_summaries(settings))
+        with Database(location) as db:
+            start = time.perf_counter()
+            planned = write_plan(db, settings, issue, summaries)
+            plan_s = time.perf_counter() - start
+            states = ledger.counts(db, ISSUE)
+            segments = len(ledger.get_plan(db, ISSUE).segments)
+    figures = {
+        "import_s": imported["seconds"],
+        "plan_s": plan_s,
+        "import_rss_mb": imported["rss_mb"],
+        "plan_rss_mb": rss_mb(),
+    }
+    checks = [
+        ("import added == subscribers", imported["added"], subscribers),
+        ("write_plan's count == eligible", planned, expected["eligible"]),
+        ("ledger pending == eligible (nothing else)", states, {"pending": expected["eligible"]}),
+        ("plan segments == distinct selections", segments, expected["segments"]),
+    ]
+    figures["checks_ok"] = all(got == want for _, got, want in checks)
+    print(
+        f"import {figures['import_s']:.2f} s (peak RSS {figures['import_rss_mb']:.1f} MB), "
+        f"plan {plan_s:.2f} s for {planned:,} rows (peak RSS {figures['plan_rss_mb']:.1f} MB)"
+    )
+    for label, got, want in checks:
+        verdict = "OK" if got == want else "MISMATCH"
+        print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
+    return figures
+
+
+def report_plan(args, runs: list[dict]) -> bool:
+    """Medians of the import-and-plan runs, then the JSON line; True if all checks OK."""
+    median = {k: statistics.median(r[k] for r in runs) for k in PLAN_FIGURES}
+    checks_ok = all(r["checks_ok"] for r in runs)
+    print(
+        f"\nmedian of {len(runs)} run(s), {args.subscribers:,} subscribers, database "
+        f"{shown(args.database)}: import {median['import_s']:.2f} s "
+        f"(peak RSS {median['import_rss_mb']:.1f} MB), plan {median['plan_s']:.2f} s "
+        f"(peak RSS {median['plan_rss_mb']:.1f} MB); checks {'OK' if checks_ok else 'MISMATCH'}"
+    )
+    print(
+        json.dumps(
+            {
+                "subscribers": args.subscribers,
+                "database": shown(args.database),
+                "until": "plan",
+                "runs": len(runs),
+                "median": {k: round(v, 3) for k, v in median.items()},
+                "checks_ok": checks_ok,
+                "per_run": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+            }
+        )
+    )
+    return checks_ok
+
+
 # The baseline: one render and one request per subscriber (bench code only) -------------------
 
 
-def baseline_run(subscribers: int, seed: int) -> dict:
+def baseline_run(subscribers: int, seed: int, database: str | None = None) -> dict:
     """What sending without segments would cost: a render, two signatures and a request each."""
     import sendgrid
 
     from newsletter.content import load_issue, load_summaries, resolve_summaries
     from newsletter.store.subscribers import iter_subscribers
 
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
-        ws = make_workspace(Path(tmp))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp,
+        run_database(database, make_workspace(Path(tmp))) as location,
+    ):
+        ws = Path(tmp) / "ws"
         csv_path = Path(tmp) / "subscribers.csv"
         expected = generate(csv_path, subscribers, ws, seed)
-        import_in_child(ws, csv_path)
+        import_in_child(ws, csv_path, location)
         settings = load_settings(ws / "newsletter.yaml")
         issue = load_issue(settings, ISSUE)
         summaries = resolve_summaries(issue, load_summaries(settings))
@@ -395,7 +500,7 @@ def baseline_run(subscribers: int, seed: int) -> dict:
             client = sendgrid.SendGridAPIClient(api_key=TEST_API_KEY, host=fake.url)
             client.client.timeout = 30
             sent = 0
-            with Database(settings.paths.database) as db:
+            with Database(location) as db:
                 start = time.perf_counter()
                 for sub in iter_subscribers(db, "subscribed"):
                     chosen = set(settings.topic_slugs) if sub.topics == "all" else set(sub.topics)
@@ -472,7 +577,7 @@ def report(args, runs: list[dict], baseline: dict | None) -> bool:
     )
     print(
         f"median of {len(runs)} run(s), {n:,} subscribers ({median['recipients']:,.0f} sent), "
-        f"{pace}, {options}:"
+        f"{pace}, {options}, database {shown(args.database)}:"
     )
     for phase in PHASES:
         secs = median[f"{phase}_s"]
@@ -544,14 +649,33 @@ def main() -> None:
     parser.add_argument(
         "--compress", action="store_true", help="write delivery.sendgrid.compress: true"
     )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="postgresql://USER@HOST/DB: a fresh database per run on that server (default: SQLite)",
+    )
+    parser.add_argument(
+        "--until", choices=["plan"], help="plan: stop each run after the plan (import and plan)"
+    )
     # Internal: what the child processes run.
     parser.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--import-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--import-worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--plan-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.import_worker:
         import_worker(*args.import_worker)
+    elif args.plan_worker:
+        print(json.dumps(plan_run(args.subscribers, args.seed, args.database)))
+    elif args.until == "plan":
+        runs = []
+        database = ["--database", args.database] if args.database else []
+        for number in range(1, args.runs + 1):
+            print(f"--- run {number} of {args.runs} (import and plan)", flush=True)
+            argv = ["--plan-worker", "--subscribers", str(args.subscribers)]
+            runs.append(child([*argv, "--seed", str(args.seed), *database]))
+        sys.exit(0 if report_plan(args, runs) else 1)
     elif args.run_worker:
         figures = send_run(
             args.subscribers,
@@ -561,12 +685,15 @@ def main() -> None:
             bandwidth=args.bandwidth,
             concurrency=args.concurrency,
             compress=args.compress,
+            database=args.database,
         )
         print(json.dumps(figures))
     elif args.baseline_worker:
-        print(json.dumps(baseline_run(args.baseline, args.seed)))
+        print(json.dumps(baseline_run(args.baseline, args.seed, args.database)))
     else:
         common = ["--seed", str(args.seed)]
+        if args.database:
+            common += ["--database", args.database]
         runs = []
         for number in range(1, args.runs + 1):
             print(f"--- run {number} of {args.runs}", flush=True)

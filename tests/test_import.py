@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from newsletter import subscribers as subs
+from newsletter.config import display_path
 from newsletter.errors import ImportRefused, SubscriberError
 from newsletter.store import Database
 from newsletter.store import subscribers as store
@@ -531,3 +532,198 @@ def test_a_busy_database_is_a_clear_error(settings, tmp_path):
     assert "the database is busy (another command is writing); nothing was imported" in str(
         caught.value
     )
+
+
+# What a bulk path (COPY on PostgreSQL) could get wrong -------------------------------------------
+
+# Names as the file holds them (CSV-quoted) and as they must come back: backslashes and the
+# sequences COPY's text format gives a meaning (\N is its NULL, \. its end of data, \t a tab),
+# quotes, commas, placeholders of either engine's driver, and text beyond ASCII.
+AWKWARD_NAMES = {
+    "back@example.org": ('"C:\\Users\\Ana"', "C:\\Users\\Ana"),
+    "null@example.org": ("\\N", "\\N"),
+    "end@example.org": ("\\.", "\\."),
+    "tab@example.org": ("Ana\\tLopez", "Ana\\tLopez"),
+    "quotes@example.org": ('"Ana ""Nana"" O\'Brien"', 'Ana "Nana" O\'Brien'),
+    "comma@example.org": ('"Lopez, Ana, Jr."', "Lopez, Ana, Jr."),
+    "percent@example.org": ('"100% %s ? $1 {name}"', "100% %s ? $1 {name}"),
+    "accents@example.org": ("Zoë Núñez-Yılmaz", "Zoë Núñez-Yılmaz"),
+    "cjk@example.org": ("陈静 🌿", "陈静 🌿"),
+    "combining@example.org": ("Jose\u0301", "Jose\u0301"),
+}
+
+
+def test_names_copy_treats_specially_arrive_as_written(db, settings, tmp_path):
+    path = tmp_path / "awkward.csv"
+    lines = [f"{email},{cell},genetics,\n" for email, (cell, _) in AWKWARD_NAMES.items()]
+    path.write_text(HEADER + "".join(lines), encoding="utf-8")
+    result = subs.import_csv(db, settings, path)
+    assert (result.rows, result.added, result.refused) == (len(AWKWARD_NAMES), len(lines), 0)
+    for email, (_, name) in AWKWARD_NAMES.items():
+        assert store.get_row_by_email(db, email).name == name, email
+
+    # Re-imported with each name changed: the update path and its history keep them too.
+    again = tmp_path / "again.csv"
+    lines = [
+        f'{email},"{name.replace(chr(34), chr(34) * 2)} \\N",genetics,\n'
+        for email, (_, name) in AWKWARD_NAMES.items()
+    ]
+    again.write_text(HEADER + "".join(lines), encoding="utf-8")
+    result = subs.import_csv(db, settings, again)
+    assert (result.updated, result.unchanged) == (len(AWKWARD_NAMES), 0)
+    for email, (_, name) in AWKWARD_NAMES.items():
+        sub = store.get_row_by_email(db, email)
+        assert sub.name == name + " \\N"
+        last = store.history_rows(db, sub.id)[-1]
+        assert (last["field"], last["old_value"], last["new_value"]) == (
+            "name",
+            name,
+            name + " \\N",
+        )
+
+
+@pytest.mark.parametrize(
+    "cell, problem",
+    [
+        ('"Ana\tLopez"', "name 'Ana\\tLopez' contains a control character"),
+        ('"Ana\nLopez"', "name 'Ana\\nLopez' contains a line break"),
+        ('"Ana\r\nLopez"', "name 'Ana\\r\\nLopez' contains a line break"),
+        ("Ana\x00Lopez", "name 'Ana\\x00Lopez' contains a control character"),
+        ("Ana\x1bLopez", "name 'Ana\\x1bLopez' contains a control character"),
+    ],
+    ids=["tab", "newline", "crlf", "NUL", "escape"],
+)
+def test_a_character_copy_would_mangle_is_refused_by_line_and_nothing_written(
+    db, settings, tmp_path, cell, problem
+):
+    store.insert(db, "there@example.org", name="There")
+    before = snapshot(db.location)
+    path = tmp_path / "ctl.csv"
+    rows = "".join(f"ok{i}@example.org,Ok {i},,\n" for i in range(300))
+    path.write_bytes((HEADER + rows + f"bad@example.org,{cell},,\n").encode("utf-8"))
+    with pytest.raises(ImportRefused) as caught:
+        subs.import_csv(db, settings, path, batch_size=100)
+    assert caught.value.problems == [f"{display_path(path)}:302: {problem}"]
+    assert snapshot(db.location) == before
+
+
+def test_duplicates_across_pages_are_refused_and_the_first_one_kept(db, settings, tmp_path):
+    path = tmp_path / "dups.csv"
+    lines = []
+    for i in range(1000):
+        if i and i % 7 == 0:  # the address of line i - 5, in upper case, with another name
+            lines.append(f"D{i - 5}@EXAMPLE.ORG,Again {i},,\n")
+        else:
+            lines.append(f"d{i}@example.org,First {i},,\n")
+    path.write_text(HEADER + "".join(lines), encoding="utf-8")
+    with pytest.raises(ImportRefused) as caught:
+        subs.import_csv(db, settings, path, batch_size=100)
+    assert len(caught.value.problems) == 142
+    assert store.count(db) == 0
+
+    result = subs.import_csv(db, settings, path, batch_size=100, skip_invalid=True)
+    assert (result.rows, result.added, result.refused) == (1000, 858, 142)
+    assert store.count(db) == 858
+    assert store.get_row_by_email(db, "d2@example.org").name == "First 2"  # not "Again 7"
+    assert result.problems[0].endswith(
+        "email 'd2@example.org' appears again (first on line 4; case is ignored)"
+    )
+
+
+def test_new_subscribers_get_ids_in_file_order_each_with_its_own_line(db, settings, tmp_path):
+    path = tmp_path / "order.csv"
+    emails = [f"z{999 - i:03d}@example.org" for i in range(250)]  # not in alphabetical order
+    path.write_text(HEADER + "".join(f"{e},N {e},,\n" for e in emails), encoding="utf-8")
+    subs.import_csv(db, settings, path, batch_size=60)
+    rows = db.conn.execute("SELECT email, status_reason FROM subscribers ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [
+        (e, f"imported from {display_path(path)}:{line}") for line, e in enumerate(emails, start=2)
+    ]
+
+
+def test_a_large_reimport_updates_each_row_as_its_own_line_says(db, settings, tmp_path):
+    n = 1200
+    first = tmp_path / "first.csv"
+    first.write_text(
+        HEADER + "".join(f"r{i}@example.org,R {i},genetics,\n" for i in range(n)), encoding="utf-8"
+    )
+    subs.import_csv(db, settings, first, batch_size=500)
+    ids = {
+        f"r{i}@example.org": store.get_row_by_email(db, f"r{i}@example.org").id for i in range(n)
+    }
+
+    def row(i: int) -> str:
+        name = f"Renamed {i}" if i % 3 == 0 else f"R {i}"
+        topics = "infections" if i % 4 == 0 else "genetics"
+        status = "unsubscribed" if i % 5 == 0 else ""
+        return f"r{i}@example.org,{name},{topics},{status}\n"
+
+    second = tmp_path / "second.csv"
+    second.write_text(HEADER + "".join(row(i) for i in range(n)), encoding="utf-8")
+    result = subs.import_csv(db, settings, second, batch_size=500)
+    changed = {i for i in range(n) if i % 3 == 0 or i % 4 == 0 or i % 5 == 0}
+    assert (result.added, result.updated, result.unchanged) == (0, len(changed), n - len(changed))
+    for i in (0, 3, 4, 5, 7, 15, 20, 60, 1199):
+        sub = store.get_row(db, ids[f"r{i}@example.org"])
+        assert sub.name == (f"Renamed {i}" if i % 3 == 0 else f"R {i}")
+        assert sub.topics == ({"infections"} if i % 4 == 0 else {"genetics"})
+        if i % 5 == 0:
+            assert (sub.status, sub.status_source) == ("unsubscribed", "import")
+            assert sub.status_reason.endswith(f"second.csv:{i + 2}")
+        else:
+            assert sub.status == "subscribed"
+            assert sub.status_reason.endswith(f"first.csv:{i + 2}")  # from its creation
+        fields = [c["field"] for c in store.history_rows(db, sub.id)[2:]]
+        expected = [f for f, hit in (("name", 3), ("topics", 4), ("status", 5)) if i % hit == 0]
+        assert fields == expected
+    history = db.conn.execute("SELECT count(*) FROM history").fetchone()[0]
+    changes = sum((i % 3 == 0) + (i % 4 == 0) + (i % 5 == 0) for i in range(n))
+    assert history == 2 * n + changes
+
+
+def test_a_reimport_failing_midway_leaves_every_row_as_it_was(db, settings, tmp_path):
+    first = tmp_path / "first.csv"
+    first.write_text(
+        HEADER + "".join(f"r{i}@example.org,R {i},genetics,\n" for i in range(300)),
+        encoding="utf-8",
+    )
+    subs.import_csv(db, settings, first)
+    before = snapshot(db.location)
+    second = tmp_path / "second.csv"
+    second.write_text(
+        HEADER
+        + "".join(f"r{i}@example.org,New {i},infections,unsubscribed\n" for i in range(300))
+        + "".join(f"n{i}@example.org,N {i},,\n" for i in range(300)),
+        encoding="utf-8",
+    )
+    pages = []
+
+    def fail_on_the_third_page(done, total):
+        pages.append(done)
+        if len(pages) == 3:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        subs.import_csv(db, settings, second, batch_size=100, on_batch=fail_on_the_third_page)
+    assert snapshot(db.location) == before
+    # Nothing of it is left behind on the connection either: the same import then succeeds.
+    result = subs.import_csv(db, settings, second, batch_size=100)
+    assert (result.added, result.updated) == (300, 300)
+
+
+def test_each_address_added_as_subscribed_gets_one_consent_row(db, settings, tmp_path):
+    from newsletter.store import consents
+
+    path = tmp_path / "list.csv"
+    rows = [
+        f"c{i}@example.org,C {i},genetics;infections,{'bounced' if i % 4 == 0 else ''}\n"
+        for i in range(450)
+    ]
+    path.write_text(HEADER + "".join(rows), encoding="utf-8")
+    subs.import_csv(db, settings, path, batch_size=100)
+    record = list(consents.iter_all(db))
+    assert [(c.email, c.source, c.topics) for c in record] == [
+        (f"c{i}@example.org", f"import: {display_path(path)}", "genetics;infections")
+        for i in range(450)
+        if i % 4
+    ]

@@ -122,15 +122,37 @@ def iter_subscribed(db: Database, page_size: int = 2000) -> Iterator[list[tuple[
 def add_rows(db: Database, issue_id: str, rows: Iterable[tuple[int, str, str, str | None]]) -> int:
     """Insert (subscriber_id, segment, state, reason) rows; existing rows are left alone.
 
-    Runs inside the caller's transaction. Returns how many rows were new.
+    Runs inside the caller's transaction. Returns how many rows were new. On PostgreSQL the rows
+    go in with COPY (into a TEMP table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING`):
+    one statement per page instead of one per row; SQLite's `executemany` is as fast already.
     """
     at = now()
+    if db.engine == "postgresql":
+        from .postgres import staged
+
+        with db.transaction(), staged(db.conn, "ledger_new", _NEW_LEDGER_ROWS, rows):
+            cur = db.conn.execute(
+                "INSERT INTO ledger (issue_id, subscriber_id, segment, state, reason, updated_at) "
+                "SELECT ?, subscriber_id, segment, state, reason, ? FROM ledger_new "
+                "ON CONFLICT DO NOTHING",
+                (issue_id, at),
+            )
+            return cur.rowcount
     cur = db.conn.executemany(
         "INSERT INTO ledger (issue_id, subscriber_id, segment, state, reason, "
         "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         ((issue_id, sid, segment, state, reason, at) for sid, segment, state, reason in rows),
     )
     return cur.rowcount
+
+
+# The TEMP table `add_rows` copies a page of new rows into (PostgreSQL).
+_NEW_LEDGER_ROWS = (
+    ("subscriber_id", "BIGINT"),
+    ("segment", "TEXT"),
+    ("state", "TEXT"),
+    ("reason", "TEXT"),
+)
 
 
 # Recovery ----------------------------------------------------------------------------------

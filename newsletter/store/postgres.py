@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -231,3 +232,42 @@ class Connection:
 
     def close(self) -> None:
         self.raw.close()
+
+
+# Bulk writes -------------------------------------------------------------------------------------
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Any]) -> int:
+    """Write `rows` (tuples in `columns` order) into `table` with one COPY … FROM STDIN; how many.
+
+    COPY's text format, with every value escaped by psycopg (tabs, line breaks, backslashes, a
+    lone `\\.`, the text `\\N` all arrive as they were; None is NULL): a bulk write costs one
+    statement instead of one round of the protocol per row. Joins the caller's transaction;
+    `table` and `columns` are the store's own names, never input.
+    """
+    import psycopg
+
+    count = 0
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with conn.raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    except psycopg.Error as exc:
+        raise _translate_error(exc) from exc
+    return count
+
+
+@contextmanager
+def staged(
+    conn: Connection, table: str, columns: Sequence[tuple[str, str]], rows: Iterable[Any]
+) -> Iterator[int]:
+    """A TEMP table `table` of `columns` ((name, type), …) holding `rows`, copied in with
+    `copy_rows`, for one `INSERT … SELECT` or `UPDATE … FROM` inside the caller's transaction;
+    dropped afterwards (and with the transaction if it rolls back). Yields how many rows."""
+    definition = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
+    conn.execute(f"CREATE TEMP TABLE {table} ({definition}) ON COMMIT DROP")
+    count = copy_rows(conn, table, [name for name, _ in columns], rows)
+    yield count
+    conn.execute(f"DROP TABLE {table}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from . import Database, now
+from .postgres import copy_rows, staged
 
 ALL = "all"
 TopicChoice = frozenset[str] | Literal["all"]
@@ -310,6 +311,7 @@ class ImportStage:
     """
 
     TABLE = "import_stage"
+    COLUMNS = ("line", "email", "name", "topics", "status", "ok")
 
     def __init__(self, db: Database):
         self.db = db
@@ -332,11 +334,14 @@ class ImportStage:
         if began:
             self.conn.execute("BEGIN")
         try:
-            self.conn.executemany(
-                f"INSERT INTO {self.TABLE} (line, email, name, topics, status, ok) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            if self.db.engine == "postgresql":
+                copy_rows(self.conn, self.TABLE, self.COLUMNS, rows)
+            else:
+                self.conn.executemany(
+                    f"INSERT INTO {self.TABLE} ({', '.join(self.COLUMNS)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
         except BaseException:
             if began:
                 self.conn.execute("ROLLBACK")
@@ -349,6 +354,11 @@ class ImportStage:
         self.conn.execute(
             "CREATE INDEX IF NOT EXISTS import_stage_email ON import_stage (email, line)"
         )
+        if self.db.engine == "postgresql":
+            # Autovacuum never looks at a TEMP table: without statistics the planner guesses
+            # a few rows and joins each page with `subscribers` the slow way (measured: the
+            # pages of a 100,000-row re-import took 12 s instead of 1).
+            self.conn.execute(f"ANALYZE {self.TABLE}")
         # A window, not a self-join: a file with one address on every line stays O(n log n).
         rows = self.conn.execute(
             "SELECT line, email, first FROM ("
@@ -410,16 +420,26 @@ class ImportBatch:
 
 
 def write_import_batch(db: Database, batch: ImportBatch, at: str, source: HistorySource) -> None:
-    """Apply one batch with executemany, history included. Joins the caller's transaction."""
+    """Apply one batch, history included. Joins the caller's transaction.
+
+    SQLite: `executemany`. PostgreSQL: COPY (new subscribers and history rows straight into
+    their tables, changes through a TEMP table and one `UPDATE … FROM` a column): a statement
+    per page, not one per row. Either way a new address that is already taken fails the
+    transaction, and new subscribers get ids in file order.
+    """
+    bulk = db.engine == "postgresql"
     with db.transaction() as conn:
         if batch.new:
             before = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
-            conn.executemany(
-                "INSERT INTO subscribers (email, name, topics, status, created_at, updated_at, "
-                "status_changed_at, status_reason, status_source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((e, n, t, s, at, at, at, r, source) for e, n, t, s, r in batch.new),
-            )
+            new_rows = ((e, n, t, s, at, at, at, r, source) for e, n, t, s, r in batch.new)
+            if bulk:
+                copy_rows(conn, "subscribers", _NEW_COLUMNS, new_rows)
+            else:
+                conn.executemany(
+                    f"INSERT INTO subscribers ({', '.join(_NEW_COLUMNS)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    new_rows,
+                )
             # Same history as `insert`: the creation (with its status) and the first topics. We
             # hold the write lock, so every id above `before` is one of the rows just inserted.
             for field_sql in (
@@ -433,27 +453,67 @@ def write_import_batch(db: Database, batch: ImportBatch, at: str, source: Histor
                 )
         for column, changed in (("name", batch.names), ("topics", batch.topics)):
             if changed:  # `column` is one of the two names above, never input
-                conn.executemany(
-                    f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ?",
-                    ((new, at, sid) for sid, _, new in changed),
-                )
+                if bulk:
+                    values = ((sid, new) for sid, _, new in changed)
+                    with staged(conn, "import_changes", _CHANGES, values):
+                        conn.execute("ANALYZE import_changes")  # see ImportStage.duplicates
+                        conn.execute(
+                            f"UPDATE subscribers AS s SET {column} = c.value, updated_at = ? "
+                            "FROM import_changes AS c WHERE s.id = c.id",
+                            (at,),
+                        )
+                else:
+                    conn.executemany(
+                        f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ?",
+                        ((new, at, sid) for sid, _, new in changed),
+                    )
                 changes = ((sid, column, old, new, None) for sid, old, new in changed)
-                _history_many(conn, changes, at, source)
+                _history_many(db, changes, at, source)
         if batch.statuses:
-            conn.executemany(
-                "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
-                "status_reason = ?, status_source = ? WHERE id = ?",
-                ((new, at, at, reason, source, sid) for sid, _, new, reason in batch.statuses),
-            )
+            if bulk:
+                values = ((sid, new, reason) for sid, _, new, reason in batch.statuses)
+                with staged(conn, "import_statuses", _STATUS_CHANGES, values):
+                    conn.execute("ANALYZE import_statuses")
+                    conn.execute(
+                        "UPDATE subscribers AS s SET status = c.value, updated_at = ?, "
+                        "status_changed_at = ?, status_reason = c.reason, status_source = ? "
+                        "FROM import_statuses AS c WHERE s.id = c.id",
+                        (at, at, source),
+                    )
+            else:
+                conn.executemany(
+                    "UPDATE subscribers SET status = ?, updated_at = ?, status_changed_at = ?, "
+                    "status_reason = ?, status_source = ? WHERE id = ?",
+                    ((new, at, at, reason, source, sid) for sid, _, new, reason in batch.statuses),
+                )
             changes = (
                 (sid, "status", old, new, reason) for sid, old, new, reason in batch.statuses
             )
-            _history_many(conn, changes, at, source)
+            _history_many(db, changes, at, source)
 
 
-def _history_many(conn, changes: Iterable[tuple], at: str, source: str) -> None:
-    conn.executemany(
-        "INSERT INTO history (subscriber_id, at, field, old_value, new_value, source, reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ((sid, at, fld, old, new, source, reason) for sid, fld, old, new, reason in changes),
+# The columns an import writes, and the TEMP tables its changes pass through on PostgreSQL.
+_NEW_COLUMNS = (
+    "email",
+    "name",
+    "topics",
+    "status",
+    "created_at",
+    "updated_at",
+    "status_changed_at",
+    "status_reason",
+    "status_source",
+)
+_HISTORY_COLUMNS = ("subscriber_id", "at", "field", "old_value", "new_value", "source", "reason")
+_CHANGES = (("id", "BIGINT PRIMARY KEY"), ("value", "TEXT"))
+_STATUS_CHANGES = (*_CHANGES, ("reason", "TEXT"))
+
+
+def _history_many(db: Database, changes: Iterable[tuple], at: str, source: str) -> None:
+    rows = ((sid, at, fld, old, new, source, reason) for sid, fld, old, new, reason in changes)
+    if db.engine == "postgresql":
+        copy_rows(db.conn, "history", _HISTORY_COLUMNS, rows)
+        return
+    db.conn.executemany(
+        f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
     )
