@@ -258,8 +258,10 @@ def send_run(
     concurrency: int | None = None,
     compress: bool = False,
     database: str | None = None,
+    workers: int = 1,
 ) -> dict:
-    """One full run (generate, import, send, verify) in this process; returns its figures."""
+    """One full run (generate, import, send, verify) in this process (its sends in `workers`
+    child processes when more than one); returns its figures."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-send-") as tmp,
         run_database(database, make_workspace(Path(tmp))) as location,
@@ -282,6 +284,10 @@ def send_run(
             observer = Observer(renderer)
             rss_start = rss_mb()
             profiler = cProfile.Profile() if profile else None
+            if workers > 1:
+                return workers_run(
+                    ws, location, workers, fake, expected, imported, generate_s, latency_ms
+                )
             with Database(location) as db:
                 start = time.perf_counter()
                 if profiler:
@@ -349,6 +355,138 @@ def send_run(
     ]
     figures["checks_ok"] = all(got == want for _, got, want in checks)
     print_run(figures, checks)
+    return figures
+
+
+# Several workers (`--workers N`, PostgreSQL) ----------------------------------------------------
+
+
+def send_worker(config: str, location: str, run_id: str) -> None:
+    """One worker of a `--workers` run: the product's send, joined to the run; prints its JSON."""
+    from newsletter.delivery import prepare_send, run_send
+
+    settings = load_settings(config)
+    renderer = CountingRenderer(settings)
+    observer = Observer(renderer)
+    with Database(location) as db:
+        prepared = prepare_send(settings, db, ISSUE, backend="sendgrid", renderer=renderer)
+        result = run_send(prepared, observer=observer, run_id=run_id)
+    t = result.run.timings
+    print(
+        json.dumps(
+            {
+                "timings": t,
+                "sent": result.run.sent,
+                "batches": result.run.batches,
+                "selections": renderer.selections,
+                "check_renders": renderer.check_renders,
+                "rss_after_plan_mb": observer.rss_after_plan,
+                "rss_peak_mb": rss_mb(),
+            }
+        )
+    )
+
+
+def workers_run(
+    ws: Path, location, workers: int, fake, expected, imported, generate_s, latency_ms
+) -> dict:
+    """Send the run's issue with `workers` processes; their figures, checked (the caller's fake
+    is stopped by the caller)."""
+    from newsletter.delivery.send import new_run_id
+    from newsletter.delivery.workers import run_workers
+
+    command = [
+        sys.executable,
+        __file__,
+        "--send-worker",
+        str(ws / "newsletter.yaml"),
+        str(location),
+        new_run_id(),
+    ]
+    results: dict[int, dict] = {}
+    errors: list[str] = []
+
+    def relay(number: int, line: str, is_error: bool) -> None:
+        if is_error:
+            errors.append(f"worker {number}: {line}")
+        elif line.startswith("{"):
+            results[number] = json.loads(line)
+
+    start = time.perf_counter()
+    exits, _ = run_workers(command, workers, relay)
+    send_s = time.perf_counter() - start
+    failed = [e for e in exits if e.failed]
+    if failed or len(results) != workers:
+        print("\n".join(errors[-20:]), file=sys.stderr)
+        raise SystemExit(f"{len(failed)} of {workers} workers failed: {[e.why for e in failed]}")
+    with Database(location) as db:
+        states = ledger.counts(db, ISSUE)
+        segments = len(ledger.get_plan(db, ISSUE).segments)
+    stats = fake.stats()
+    db_mb = size_mb(location)
+    each = [results[n] for n in sorted(results)]
+
+    def slowest(*keys: str) -> float:
+        return max(sum(w["timings"].get(k, 0.0) for k in keys) for w in each)
+
+    sent = states.get("sent", 0)
+    selections = sorted({tuple(s) for w in each for s in w["selections"]})
+    renders = sum(len(w["selections"]) for w in each)
+    figures = {
+        "subscribers": expected["rows"],
+        "latency_ms": latency_ms,
+        "concurrency": 0,  # as configured, in each worker
+        "workers": workers,
+        "eligible": expected["eligible"],
+        "recipients": sent,
+        "segments": segments,
+        "renders": renders,
+        "check_renders": sum(w["check_renders"] for w in each),
+        "requests": stats["requests"],
+        "generate_s": generate_s,
+        "import_s": imported["seconds"],
+        "import_rss_mb": imported["rss_mb"],
+        "plan_s": slowest("plan"),
+        "render_s": slowest("render"),
+        "deliver_s": slowest(*DELIVER_PARTS),
+        **{f"deliver_{k}_s": slowest(k) for k in DELIVER_PARTS},
+        "other_s": 0.0,
+        "check_s": slowest("check"),
+        "send_s": send_s,
+        "total_s": imported["seconds"] + send_s,
+        "rss_start_mb": 0.0,
+        "rss_after_plan_mb": max(w["rss_after_plan_mb"] for w in each),
+        "rss_peak_mb": max(w["rss_peak_mb"] for w in each),
+        "rss_min_worker_mb": min(w["rss_peak_mb"] for w in each),
+        "db_mb": db_mb,
+    }
+    checks = [
+        ("plan segments == distinct selections", segments, expected["segments"]),
+        ("rendered selections == expected selections", selections, expected["selections"]),
+        ("every worker sent some", all(w["sent"] > 0 for w in each), True),
+        ("workers' sent add up to eligible", sum(w["sent"] for w in each), expected["eligible"]),
+        ("requests == sum ceil(segment / 1000)", stats["requests"], expected["requests"]),
+        ("accepted recipients == eligible", stats["accepted_recipients"], expected["eligible"]),
+        ("ledger sent == eligible", sent, expected["eligible"]),
+        ("ledger rows == eligible (nothing else)", sum(states.values()), expected["eligible"]),
+        ("all requests answered 202", stats["responses"], {202: expected["requests"]}),
+    ]
+    figures["checks_ok"] = all(got == want for _, got, want in checks)
+    print(
+        f"{workers} workers: send {send_s:.2f} s wall; slowest worker: plan "
+        f"{figures['plan_s']:.2f} s, render {figures['render_s']:.2f} s, deliver "
+        f"{figures['deliver_s']:.2f} s; import {figures['import_s']:.2f} s"
+    )
+    print(
+        "  workers' sent: "
+        + ", ".join(f"{w['sent']:,}" for w in each)
+        + "; peak RSS MB: "
+        + ", ".join(f"{w['rss_peak_mb']:.1f}" for w in each)
+        + f"; renders {renders} for {len(selections)} selections"
+    )
+    for label, got, want in checks:
+        verdict = "OK" if got == want else "MISMATCH"
+        print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
     return figures
 
 
@@ -572,8 +710,10 @@ def report(args, runs: list[dict], baseline: dict | None) -> bool:
     us = median["send_s"] / median["recipients"] * 1e6
     print()
     pace = f"latency {args.latency:g} ms" + (f", {args.bandwidth:g} B/s" if args.bandwidth else "")
-    options = f"concurrency {args.concurrency or 'as configured'}" + (
-        ", gzip" if args.compress else ""
+    options = (
+        f"concurrency {args.concurrency or 'as configured'}"
+        + (f", {args.workers} workers" if args.workers > 1 else "")
+        + (", gzip" if args.compress else "")
     )
     print(
         f"median of {len(runs)} run(s), {n:,} subscribers ({median['recipients']:,.0f} sent), "
@@ -655,6 +795,13 @@ def main() -> None:
         help="postgresql://USER@HOST/DB: a fresh database per run on that server (default: SQLite)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send with N worker processes (PostgreSQL only; 1: in this process)",
+    )
+    parser.add_argument(
         "--until", choices=["plan"], help="plan: stop each run after the plan (import and plan)"
     )
     # Internal: what the child processes run.
@@ -662,10 +809,15 @@ def main() -> None:
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--import-worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--plan-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--send-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.workers > 1 and not args.database:
+        parser.error("--workers above 1 needs --database postgresql://… (SQLite takes one sender)")
 
     if args.import_worker:
         import_worker(*args.import_worker)
+    elif args.send_worker:
+        send_worker(*args.send_worker)
     elif args.plan_worker:
         print(json.dumps(plan_run(args.subscribers, args.seed, args.database)))
     elif args.until == "plan":
@@ -686,6 +838,7 @@ def main() -> None:
             concurrency=args.concurrency,
             compress=args.compress,
             database=args.database,
+            workers=args.workers,
         )
         print(json.dumps(figures))
     elif args.baseline_worker:
@@ -705,6 +858,8 @@ def main() -> None:
                 extra += ["--concurrency", str(args.concurrency)]
             if args.compress:
                 extra.append("--compress")
+            if args.workers > 1:
+                extra += ["--workers", str(args.workers)]
             runs.append(
                 child(["--run-worker", "--subscribers", str(args.subscribers), *common, *extra])
             )
