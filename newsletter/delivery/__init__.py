@@ -8,7 +8,9 @@ One job a module, lowest first: `batch` (what one `deliver` call carries and rep
 SMTP and SendGrid backends), `plan` (segments and the send's ledger rows), `retry` (backoff),
 `progress` (the observer), `deliver` (one batch through the backend), `prepare` (load and
 check once, the dry run), `run` (one run's object, counts and renders), `send` (the list send),
-`sandbox`, `proof`, `lock` (one send per issue), `report` (who got what).
+`sandbox`, `proof`, `lock` (one send per issue on SQLite; a lease per worker on PostgreSQL),
+`inflight` (batches in flight), `unknowns` (unknown outcomes settled or put back), `workers`
+(`send --workers N`: the worker processes), `report` (who got what).
 """
 
 from __future__ import annotations
