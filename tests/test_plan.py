@@ -277,8 +277,48 @@ def test_a_dry_run_counts_unknown_recipients_only_with_retry_unknown(
 
     assert preview_plan(db, settings, issue, summaries, "outbox", 3).recipients == 3
     assert "recipients: 3 in 1 segments" in run("send", ISSUE, "--dry-run").stdout
-    with_unknown = run("send", ISSUE, "--dry-run", "--retry-unknown").stdout
+    with_unknown = run("send", ISSUE, "--dry-run", "--retry-unknown", "--now").stdout
     assert "recipients: 6 in 1 segments" in with_unknown
+    assert "held back" not in with_unknown
+
+
+def test_a_dry_run_with_retry_unknown_holds_back_what_the_send_would_hold_back(
+    settings, db, run, monkeypatch
+):
+    """Unknown rows submitted within delivery.unknown_grace (1 h) are not resent by
+    `--retry-unknown` without --now: the dry run and the prompt count as the send does."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 40)
+    add_many(db, 9)  # one segment: batches of 3
+    backend = ScriptedBackend([None, OutcomeUnknown("no answer within 30 s")], max_batch=3)
+    with pytest.raises(OutcomeUnknown):
+        send_issue(settings, db, ISSUE, backend=backend, sleep=lambda s: None)
+    issue, summaries = issue_summaries(settings)
+
+    soon = run("send", ISSUE, "--dry-run", "--retry-unknown").stdout
+    assert "recipients: 3 in 1 segments" in soon
+    assert "unknown, held back: 3 (submitted less than delivery.unknown_grace ago" in soon
+    later = preview_plan(
+        db,
+        settings,
+        issue,
+        summaries,
+        "outbox",
+        3,
+        retry_unknown=True,
+        unknown_submitted_by="2999-01-01T00:00:00Z",
+    )
+    assert (later.recipients, later.unknown_held) == (6, 0)
+
+    result = send_issue(
+        settings,
+        db,
+        ISSUE,
+        backend=ScriptedBackend(max_batch=3),
+        retry_unknown=True,
+        sleep=lambda s: None,
+    )
+    assert result.run.sent == 3  # what the dry run said
+    assert store.counts(db, ISSUE) == {"sent": 6, "unknown": 3}
 
 
 def test_a_dry_run_refuses_an_issue_edited_after_its_send_began(settings, db, run, workspace):

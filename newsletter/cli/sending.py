@@ -150,6 +150,11 @@ def print_plan(console: Console, plan: PlanPreview, summary_titles: dict[str, st
     if plan.existing:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(plan.existing.items()))
         lines.append(f"already in the ledger from earlier runs: {parts}")
+    if plan.unknown_held:
+        lines.append(
+            f"unknown, held back: {plan.unknown_held} (submitted less than "
+            "delivery.unknown_grace ago; --now resends them too)"
+        )
     for line in lines:
         console.print(line, markup=False, highlight=False)
 
@@ -294,7 +299,12 @@ def send(
     backend_name = backend or settings.delivery.backend
     if dry_run:
         prepared = prepare_send(
-            settings, app.db, issue, backend=backend_name, retry_unknown=retry_unknown
+            settings,
+            app.db,
+            issue,
+            backend=backend_name,
+            retry_unknown=retry_unknown,
+            retry_unknown_now=retry_now,
         )
         print_plan(out, prepared.plan, prepared.titles)
         if when:

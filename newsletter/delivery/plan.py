@@ -19,6 +19,7 @@ from ..content import Issue, Summary
 from ..errors import DeliveryError
 from ..render import select_summaries
 from ..store import Database
+from ..store import events as store_events
 from ..store import ledger as ledger_rows
 from ..store.subscribers import TopicChoice, decode_topics
 
@@ -78,6 +79,8 @@ class PlanPreview:
     skipped: int = 0  # subscribed, but no summary matches their topics
     not_subscribed: dict[str, int] = field(default_factory=dict)  # unsubscribed, bounced...
     existing: dict[str, int] = field(default_factory=dict)  # ledger rows of earlier runs, by state
+    # With --retry-unknown: unknown rows submitted within delivery.unknown_grace stay unknown.
+    unknown_held: int = 0
 
     @property
     def recipients(self) -> int:
@@ -164,11 +167,14 @@ def preview_plan(
     backend: str,
     batch_size: int,
     retry_unknown: bool = False,
+    unknown_submitted_by: str | None = None,
 ) -> PlanPreview:
     """The plan as a send would carry it out now, without writing anything.
 
-    Rows already in the ledger count as they stand (pending, failed and, with `retry_unknown`,
-    unknown ones will be sent); subscribers without a row are planned in memory.
+    Rows already in the ledger count as they stand (pending and failed ones will be sent; with
+    `retry_unknown`, so will the unknown ones submitted at or before `unknown_submitted_by`
+    (UTC text; None: all of them, `--now`), the rest are `unknown_held`); subscribers without a
+    row are planned in memory.
     """
     record = ledger_rows.get_plan(db, issue.id)
     check_record(record, issue)
@@ -184,12 +190,20 @@ def preview_plan(
             plan = by_key[key] = SegmentPlan(key, ids)
         return plan
 
-    resend = {ledger_rows.PENDING, ledger_rows.FAILED} | (
-        {ledger_rows.UNKNOWN} if retry_unknown else set()
-    )
+    resend = {ledger_rows.PENDING, ledger_rows.FAILED}
     if record is not None:
+        put_back = (
+            store_events.unknown_by_segment(db, issue.id, unknown_submitted_by)
+            if retry_unknown and preview.existing.get(ledger_rows.UNKNOWN)
+            else {}
+        )
+        if retry_unknown:
+            preview.unknown_held = preview.existing.get(ledger_rows.UNKNOWN, 0) - sum(
+                put_back.values()
+            )
         for key, states in ledger_rows.segment_counts(db, issue.id).items():
             n = sum(count for state, count in states.items() if state in resend)
+            n += put_back.get(key, 0)
             if n and key in record.segments:
                 segment(key, tuple(record.segments[key])).recipients += n
 

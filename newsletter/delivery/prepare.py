@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..checks import CheckReport, check_issue
-from ..clock import system_clock
+from ..clock import system_clock, utc_text
 from ..config import Settings
 from ..content import Issue, Summary
 from ..errors import CheckFailed, DeliveryError
@@ -72,6 +72,9 @@ class PreparedSend:
             self.backend_name,
             self.settings.delivery.batch_size,
             retry_unknown=self.retry_unknown,
+            unknown_submitted_by=None
+            if self.retry_unknown_now
+            else utc_text(self.clock() - self.settings.delivery.unknown_grace),
         )
 
     @property

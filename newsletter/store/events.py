@@ -96,6 +96,20 @@ def put_back_unknown(db: Database, issue_id: str, submitted_by: str) -> int:
     return cur.rowcount
 
 
+def unknown_by_segment(db: Database, issue_id: str, submitted_by: str | None) -> dict[str, int]:
+    """Segment → `unknown` rows submitted at or before `submitted_by` (UTC text; None: all):
+    what `--retry-unknown` would put back now."""
+    where, args = "", [issue_id]
+    if submitted_by is not None:
+        where, args = f" AND {_SUBMITTED} <= ?", [issue_id, submitted_by]
+    rows = db.conn.execute(
+        "SELECT segment, count(*) AS n FROM ledger WHERE issue_id = ? AND state = 'unknown'"
+        f"{where} GROUP BY segment",
+        args,
+    )
+    return {r["segment"]: r["n"] for r in rows}
+
+
 def unknown_submitted_after(
     db: Database, issue_id: str, submitted_by: str
 ) -> tuple[int, str | None, str | None]:
