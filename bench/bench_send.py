@@ -465,11 +465,19 @@ def workers_run(
         ("rendered selections == expected selections", selections, expected["selections"]),
         ("every worker sent some", all(w["sent"] > 0 for w in each), True),
         ("workers' sent add up to eligible", sum(w["sent"] for w in each), expected["eligible"]),
-        ("requests == sum ceil(segment / 1000)", stats["requests"], expected["requests"]),
+        # Two workers may each send part of a segment's last batch: one request more at most
+        # per segment and extra worker.
+        (
+            "requests within sum ceil(segment / 1000) + segments x (workers - 1)",
+            expected["requests"]
+            <= stats["requests"]
+            <= expected["requests"] + segments * (workers - 1),
+            True,
+        ),
         ("accepted recipients == eligible", stats["accepted_recipients"], expected["eligible"]),
         ("ledger sent == eligible", sent, expected["eligible"]),
         ("ledger rows == eligible (nothing else)", sum(states.values()), expected["eligible"]),
-        ("all requests answered 202", stats["responses"], {202: expected["requests"]}),
+        ("all requests answered 202", stats["responses"], {202: stats["requests"]}),
     ]
     figures["checks_ok"] = all(got == want for _, got, want in checks)
     print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -252,6 +253,12 @@ class ListSend:
         run, db, issue_id, backend = self.run, self.run.db, self.run.issue.id, self.run.backend
         plan = ledger_rows.get_plan(db, issue_id)
         segments = ledger_rows.pending_segments(db, issue_id)
+        if self.lock.shared and len(segments) > 1:
+            # Workers that start at different segments split fewer segments' last batches
+            # between them (fewer, fuller requests) and pass over fewer of each other's locked
+            # rows; each still goes on through every segment until nothing is pending.
+            first = random.Random(self.lock.owner).randrange(len(segments))
+            segments = segments[first:] + segments[:first]
         run.observer.started(
             sum(n for _, n in segments), sum(-(-n // backend.max_batch) for _, n in segments)
         )
