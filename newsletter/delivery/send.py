@@ -253,10 +253,11 @@ class ListSend:
         run, db, issue_id, backend = self.run, self.run.db, self.run.issue.id, self.run.backend
         plan = ledger_rows.get_plan(db, issue_id)
         segments = ledger_rows.pending_segments(db, issue_id)
-        if self.lock.shared and len(segments) > 1:
+        if self.lock.shared and len(segments) > 1 and self.lock.others_live():
             # Workers that start at different segments split fewer segments' last batches
             # between them (fewer, fuller requests) and pass over fewer of each other's locked
-            # rows; each still goes on through every segment until nothing is pending.
+            # rows; each still goes on through every segment until nothing is pending. (A send
+            # alone keeps the plan's order: the first worker, and every single-process send.)
             first = random.Random(self.lock.owner).randrange(len(segments))
             segments = segments[first:] + segments[:first]
         run.observer.started(
