@@ -12,7 +12,6 @@ stdin; the test then kills it, or scripts the fake and lets it go on.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from tests.support.delivery import (
     schema_problems,
 )
 from tests.support.paused_send import PAUSE_MARK
+from tests.support.processes import child_env
 
 pytestmark = pytest.mark.both_engines
 
@@ -47,17 +47,8 @@ class SendProcess:
     """`newsletter send ISSUE --yes --backend sendgrid` in a child process, paused on request."""
 
     def __init__(self, workspace: Path, fake_url: str, pause_after: int | None = None):
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))
-        }
-        if os.environ.get("NEWSLETTER_DATABASE_URL"):  # the test's PostgreSQL database
-            env["NEWSLETTER_DATABASE_URL"] = os.environ["NEWSLETTER_DATABASE_URL"]
-        env.update(
-            NEWSLETTER_SECRET_KEY=SECRET,
-            SENDGRID_API_KEY=TEST_API_KEY,
-            SENDGRID_API_HOST=fake_url,
-            PYTHONPATH=str(REPO),
-            no_proxy="127.0.0.1,localhost",
+        env = child_env(
+            NEWSLETTER_SECRET_KEY=SECRET, SENDGRID_API_KEY=TEST_API_KEY, SENDGRID_API_HOST=fake_url
         )
         args = ["send", ISSUE, "--yes", "--backend", "sendgrid"]
         if pause_after is None:

@@ -36,6 +36,7 @@ from tests.support.delivery import (
     duplicates,
     issue_summaries,
 )
+from tests.support.processes import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "k" * 40
@@ -93,14 +94,8 @@ def many(workspace, database_url, fake):
 
 def start_send(workspace: Path, fake_url: str, *args: str) -> subprocess.Popen:
     """`newsletter send ISSUE --yes --backend sendgrid ARGS` in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
-    env.update(
-        NEWSLETTER_DATABASE_URL=os.environ["NEWSLETTER_DATABASE_URL"],
-        NEWSLETTER_SECRET_KEY=SECRET,
-        SENDGRID_API_KEY=TEST_API_KEY,
-        SENDGRID_API_HOST=fake_url,
-        PYTHONPATH=str(REPO),
-        no_proxy="127.0.0.1,localhost",
+    env = child_env(
+        NEWSLETTER_SECRET_KEY=SECRET, SENDGRID_API_KEY=TEST_API_KEY, SENDGRID_API_HOST=fake_url
     )
     command = [sys.executable, "-m", "newsletter", "send", ISSUE, "--yes", "--backend", "sendgrid"]
     return subprocess.Popen(

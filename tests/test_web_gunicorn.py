@@ -11,7 +11,6 @@ by the test.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -29,8 +28,9 @@ import pytest
 from newsletter.store import consents
 from newsletter.store import subscribers as store
 from newsletter.tokens import LinkSigner
-from tests.conftest import REPO, TEST_SECRET
+from tests.conftest import TEST_SECRET
 from tests.support.delivery import free_port
+from tests.support.processes import child_env
 from tests.support.signup import CONFIRM_RE, configure_signup, signup_emails, stamp_of, text_of
 
 WORKERS = 3
@@ -97,14 +97,9 @@ def answers(url: str) -> bool:
 def gunicorn(workspace: Path) -> Iterator[Gunicorn]:
     """`gunicorn -w 3 newsletter.web.wsgi:app` in the workspace, with the test's database
     (NEWSLETTER_DATABASE_URL when it is PostgreSQL), until every worker is up and it answers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
-        NEWSLETTER_CONFIG=str(workspace / "newsletter.yaml"),
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+    env = child_env(
+        NEWSLETTER_CONFIG=str(workspace / "newsletter.yaml"), NEWSLETTER_SECRET_KEY=TEST_SECRET
     )
-    if os.environ.get("NEWSLETTER_DATABASE_URL"):
-        env["NEWSLETTER_DATABASE_URL"] = os.environ["NEWSLETTER_DATABASE_URL"]
     port = free_port()
     logs = workspace / "gunicorn"
     logs.mkdir()

@@ -10,7 +10,6 @@ production code has no test hook of its own.
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import click
 from newsletter.cli import cli
 from newsletter.cli.sending import SEND_OBSERVERS
 from newsletter.delivery import SendObserver
+from tests.support.processes import child_env
 
 PAUSE_MARK = "test-pause: {} batches done"
 
@@ -60,16 +60,12 @@ def kill_with_a_request_in_flight(
     process with `env` (the secret key, SendGrid's key and host: the stand-in `fake`'s); once `batches_before` batches are recorded,
     let it post the next request, which the stand-in holds (taking it when `accept`), and
     SIGKILL the process while it waits for the answer. `wait` is a safety net, never a delay."""
-    repo = Path(__file__).resolve().parent.parent.parent
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))
-    }
-    child_env.update(env, PYTHONPATH=str(repo), no_proxy="127.0.0.1,localhost")
+    child_environment = child_env(**env)
     args = ["send", "2026-12", "--yes", "--backend", "sendgrid"]
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.support.paused_send", str(batches_before), *args],
         cwd=workspace,
-        env=child_env,
+        env=child_environment,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
