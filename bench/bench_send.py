@@ -492,10 +492,15 @@ def workers_run(
         + ", ".join(f"{w['rss_peak_mb']:.1f}" for w in each)
         + f"; renders {renders} for {len(selections)} selections"
     )
+    print_checks(checks)
+    return figures
+
+
+def print_checks(checks: list) -> None:
+    """One line a check: OK, or MISMATCH with what was got and wanted."""
     for label, got, want in checks:
         verdict = "OK" if got == want else "MISMATCH"
         print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
-    return figures
 
 
 def per_second(count: float, seconds: float) -> str:
@@ -534,9 +539,7 @@ def print_run(f: dict, checks: list) -> None:
         "  send = plan + render + deliver + other (send_issue, the target); total = import + send"
     )
     print(f"  sender RSS: {f['rss_start_mb']:.1f} MB before the send, peak {f['rss_peak_mb']:.1f}")
-    for label, got, want in checks:
-        verdict = "OK" if got == want else "MISMATCH"
-        print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
+    print_checks(checks)
 
 
 # Import and plan only (`--until plan`) ---------------------------------------------------------
@@ -584,9 +587,7 @@ def plan_run(subscribers: int, seed: int, database: str | None) -> dict:
         f"import {figures['import_s']:.2f} s (peak RSS {figures['import_rss_mb']:.1f} MB), "
         f"plan {plan_s:.2f} s for {planned:,} rows (peak RSS {figures['plan_rss_mb']:.1f} MB)"
     )
-    for label, got, want in checks:
-        verdict = "OK" if got == want else "MISMATCH"
-        print(f"  {verdict}: {label}" + ("" if got == want else f" (got {got}, want {want})"))
+    print_checks(checks)
     return figures
 
 
