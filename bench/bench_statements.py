@@ -6,7 +6,8 @@
 Imports N synthetic subscribers (as `bench_send.py` makes them) into a fresh database, sends the
 example issue through the SendGrid stand-in in this process with the product's `send_issue`, and
 times every statement the store runs during the send (the store's `execute`/`executemany`
-wrapped for the run). Prints the phase times and the statements that took longest. One run; a
+wrapped for the run). Prints the phase times and the statements that took longest (on PostgreSQL
+also how many of the ledger's updates stayed in their page, and its size). One run; a
 tool for finding what to tune, not a benchmark to quote medians from.
 """
 
@@ -87,6 +88,7 @@ def main() -> None:
                         start = time.perf_counter()
                         result = send_issue(settings, db, bench_send.ISSUE, backend="sendgrid")
                         seconds = time.perf_counter() - start
+                        table = ledger_table(db)
                 finally:
                     conn.execute, conn.executemany = saved
                     sqlite3.connect = real_connect
@@ -98,6 +100,26 @@ def main() -> None:
     print(f"statements: {sum(n for n, _ in timings.values()):,} taking {total:.2f} s; longest:")
     for label, (count, secs) in sorted(timings.items(), key=lambda kv: -kv[1][1])[: args.top]:
         print(f"{secs:8.2f} s {count:7,}  {label}")
+    if table:
+        print(table)
+
+
+def ledger_table(db: Database) -> str | None:
+    """PostgreSQL: how many of the ledger's row updates stayed in their page (HOT: no index
+    entry written), and the sizes of the table and of its indexes."""
+    if db.engine != "postgresql":
+        return None
+    db.conn.execute("SELECT pg_stat_force_next_flush()")  # this connection's counts, now
+    row = db.conn.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd, pg_relation_size('ledger'), pg_indexes_size('ledger') "
+        "FROM pg_stat_user_tables WHERE relname = 'ledger'"
+    ).fetchone()
+    updates, hot, table, indexes = row
+    return (
+        f"ledger: {updates:,} row updates, {hot:,} of them in-page (HOT, "
+        f"{hot / max(updates, 1):.0%}); table {table / 2**20:.0f} MB, indexes "
+        f"{indexes / 2**20:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
