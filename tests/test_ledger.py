@@ -580,3 +580,66 @@ def test_report_lists_every_row_past_the_first_page(settings, db):
     listed = [e.email for e in list_entries(db, ISSUE, "pending")]
     assert len(listed) == len(set(listed)) == 1012
     assert listed == sorted(listed)
+
+
+def test_a_claim_starts_after_the_senders_last_claimed_id(settings, db):
+    from newsletter.delivery import write_plan
+    from tests.support.delivery import issue_summaries
+
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    key, pending = store.pending_segments(db, ISSUE)[0]
+    assert pending == 7
+    ids = sorted(
+        r[0]
+        for r in db.conn.execute(
+            "SELECT subscriber_id FROM ledger WHERE issue_id = ? AND segment = ?", (ISSUE, key)
+        )
+    )
+    owner = "host:1:x"
+    assert store.try_lock(db, ISSUE, owner, "scripted", lambda o, a: False) is None
+    claimed, _ = store.claim(db, ISSUE, key, 3, 1, owner, after=ids[1])
+    assert [r.subscriber_id for r in claimed] == ids[2:5]  # the first two are passed by
+    claimed, _ = store.claim(db, ISSUE, key, 3, 2, owner, after=ids[-1])
+    assert claimed == []  # nothing pending after the last id
+    claimed, _ = store.claim(db, ISSUE, key, 9, 3, owner)
+    assert [r.subscriber_id for r in claimed] == ids[:2] + ids[5:]  # from the start again
+
+
+@pytest.mark.postgresql_only
+def test_rows_another_worker_held_while_the_send_passed_them_are_sent_before_it_ends(settings, db):
+    # Another worker is claiming the first two rows of the largest segment when this send
+    # claims it (FOR UPDATE SKIP LOCKED passes them by), then its claim rolls back: the two rows
+    # are pending behind this send's claims, which look once more from the segment's start
+    # before leaving it.
+    from newsletter.delivery import write_plan
+    from tests.support.delivery import issue_summaries
+
+    issue, summaries = issue_summaries(settings)
+    write_plan(db, settings, issue, summaries)
+    key = store.pending_segments(db, ISSUE)[0][0]
+    other = open_database(settings)
+    other.conn.execute("BEGIN")
+    held = [
+        r[0]
+        for r in other.conn.execute(
+            "SELECT subscriber_id FROM ledger WHERE issue_id = ? AND segment = ? "
+            "ORDER BY subscriber_id LIMIT 2 FOR UPDATE",
+            (ISSUE, key),
+        )
+    ]
+
+    def the_other_claim_rolls_back(batch, result):
+        other.conn.execute("ROLLBACK")
+        backend.accept(batch, result)
+
+    backend = ScriptedBackend([the_other_claim_rolls_back], max_batch=3)
+    try:
+        result = send(settings, db, backend)
+    finally:
+        other.close()
+    assert set(held).isdisjoint(backend.calls[0])
+    assert backend.calls[2] == held  # after the segment's other 5 rows (3 + 2)
+    assert sorted(emails(db, backend.received)) == sorted(EVERYONE)
+    assert duplicates(backend.received) == []
+    assert result.report.state == "sent" and result.report.complete

@@ -159,3 +159,19 @@ def test_a_row_naming_nobody_fails_the_whole_page(settings, db):
     with pytest.raises(IntegrityError), db.transaction():
         ledger.add_rows(db, ISSUE, rows)
     assert ledger_rows(db) == {}
+
+
+@pytest.mark.postgresql_only
+def test_after_a_plan_postgresql_plans_the_claims_on_the_ledgers_real_size(settings, db):
+    # Autovacuum would analyse the grown ledger a minute later; meanwhile PostgreSQL took it
+    # for nearly empty and planned each claim's update as a scan of the whole issue.
+    add_list(db)
+    issue, summaries = issue_summaries(settings)
+    planned = write_plan(db, settings, issue, summaries)
+    assert planned == COUNT - len(range(0, COUNT, 13))
+    estimate, analysed = db.conn.execute(
+        "SELECT c.reltuples, s.last_analyze FROM pg_class c "
+        "JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = 'ledger'"
+    ).fetchone()
+    assert analysed is not None
+    assert estimate == planned

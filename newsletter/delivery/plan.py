@@ -156,6 +156,8 @@ def write_plan(db: Database, settings: Settings, issue: Issue, summaries: list[S
             else:
                 rows.append((subscriber_id, key, ledger_rows.SKIPPED, SKIP_NO_TOPICS))
         flush()
+    if added:
+        ledger_rows.refresh_statistics(db)
     return added
 
 

@@ -191,6 +191,9 @@ class ListSend:
         self.run, self.lock = run, lock
         self.send_at: int | None = None
         self.schedule_id: str | None = None
+        # Segment → the highest subscriber id this process has claimed in it: where its next
+        # claim there starts (`ledger.claim`'s `after`).
+        self.claimed_up_to: dict[str, int] = {}
 
     def recover_and_plan(self) -> None:
         """Schedule, recover what a crash left, put back what may be resent, plan."""
@@ -381,13 +384,14 @@ class ListSend:
         run, db, issue_id, stats = self.run, self.run.db, self.run.issue.id, self.run.stats
         start = time.perf_counter()
         while True:
+            after = self.claimed_up_to.get(key, 0)
             if self.lock.shared:
                 claimed = ledger_rows.claim_for_worker(
-                    db, issue_id, key, run.backend.max_batch, self.lock.owner
+                    db, issue_id, key, run.backend.max_batch, self.lock.owner, after
                 )
             else:
                 claimed = ledger_rows.claim(
-                    db, issue_id, key, run.backend.max_batch, batch_no, self.lock.owner
+                    db, issue_id, key, run.backend.max_batch, batch_no, self.lock.owner, after
                 )
                 if claimed is not None:
                     claimed = (*claimed, batch_no)
@@ -403,10 +407,18 @@ class ListSend:
             if skipped:
                 run.observer.batch_done(0, skipped, 0, 0)
             if rows:
+                self.claimed_up_to[key] = rows[-1].subscriber_id
                 break
-            if not skipped:
-                stats.timed("claim", start)
-                return None
+            if skipped:
+                continue
+            if after:
+                # Nothing left past our last claim: look once more from the segment's start, for
+                # rows put back behind it (another worker's claim that rolled back, or a batch
+                # it handed back as surely not sent).
+                self.claimed_up_to[key] = 0
+                continue
+            stats.timed("claim", start)
+            return None
         start = stats.timed("claim", start)
         email = run.renders.get(key, summary_ids)
         start = time.perf_counter()
