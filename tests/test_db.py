@@ -215,6 +215,33 @@ def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
     assert returned == original
 
 
+def test_copy_keeps_awkward_text_bytes_and_numbers_exactly(busy_workspace, run, postgres_server):
+    # PostgreSQL is written with COPY, whose text format gives tabs, line breaks, backslashes,
+    # `\N` and a lone `\.` meanings of their own: each must arrive as it was.
+    name = 'Tab\there, a line\nbreak, back\\slash, \\N, \\.\n\\., "quotes", 🧠 é'
+    key = bytes(range(256))  # every byte, NUL, tab and backslash among them
+    with Database(busy_workspace) as db:
+        store.insert(db, "awkward@example.org", name=name)
+        with db.transaction():
+            db.conn.execute(
+                "INSERT INTO click_keys (issue_id, key, created_at, discard_after) "
+                "VALUES (?, ?, ?, ?)",
+                (ISSUE, key, "2026-12-01T00:00:00Z", "2027-03-01T00:00:00Z"),
+            )
+            db.conn.execute(
+                "INSERT INTO click_recent (issue_id, clicker, link, summary_id, kind, day, at, "
+                "automated) VALUES (?, 'c', 'l', 's', 'summary', '2026-12-01', ?, 0)",
+                (ISSUE, 1764547200.123456789),
+            )
+    original = every_row(busy_workspace)
+    url = postgres_server.create_database()
+    assert run("db", "copy", "newsletter.db", url).exit_code == 0
+    assert every_row(url) == original
+    with Database(url) as db:
+        assert store.get_row_by_email(db, "awkward@example.org").name == name
+        assert db.conn.execute("SELECT key FROM click_keys").fetchone()[0] == key
+
+
 def test_copy_refuses_a_target_with_data_unless_forced(busy_workspace, run, postgres_server):
     url = postgres_server.create_database()
     assert run("db", "copy", "newsletter.db", url).exit_code == 0

@@ -91,8 +91,15 @@ def _pages(db: Database, table: str, columns: list[str]) -> Iterator[list[tuple]
             yield [tuple(r) for r in page]
 
 
+def _json_value(value: object) -> object:
+    """Bytes (SQLite BLOB, PostgreSQL BYTEA: the click keys) as JSON: hex, marked as bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytes": bytes(value).hex()}
+    raise TypeError(f"no checksum for a value of type {type(value).__name__}")
+
+
 def _row_hash(row: tuple) -> int:
-    text = json.dumps(list(row), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(list(row), ensure_ascii=False, separators=(",", ":"), default=_json_value)
     return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
 
 
@@ -130,6 +137,20 @@ def _empty(db: Database, names: list[str]) -> None:
         db.conn.execute(f'DELETE FROM "{table}"')
     for _, sql in triggers:
         db.conn.execute(sql)
+
+
+def _write_page(db: Database, table: str, columns: list[str], page: list[tuple]) -> None:
+    """A page of rows into the target: one COPY on PostgreSQL (`bench/bench_copy.py`, 100,000
+    subscribers: 43.5 s with a statement a row, 28.6 s with COPY, verification included),
+    `executemany` on SQLite (as fast already)."""
+    quoted = [f'"{c}"' for c in columns]
+    if db.engine == "postgresql":
+        from .postgres import copy_rows
+
+        copy_rows(db.conn, f'"{table}"', quoted, page)
+        return
+    marks = ", ".join("?" * len(columns))
+    db.conn.executemany(f'INSERT INTO "{table}" ({", ".join(quoted)}) VALUES ({marks})', page)
 
 
 def _restart_ids(db: Database, table: str, columns: list[str]) -> None:
@@ -176,13 +197,9 @@ def copy(
             _empty(dst, tables(dst))
             for table in names:
                 columns = _columns(src, table)
-                listed = ", ".join(f'"{c}"' for c in columns)
-                insert = (
-                    f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})'
-                )
                 done = 0
                 for page in _pages(src, table, columns):
-                    dst.conn.executemany(insert, page)
+                    _write_page(dst, table, columns, page)
                     done += len(page)
                     if progress is not None:
                         progress(table, done)
