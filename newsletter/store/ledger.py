@@ -331,13 +331,7 @@ def claim_for_worker(
         ids = [r[0] for r in rows if r[4] == "subscribed"]
         batch_no = 0
         if ids:
-            # The counter starts above the numbers earlier single-process runs gave.
-            batch_no = db.conn.execute(
-                "UPDATE sends SET last_batch_no = coalesce(last_batch_no, "
-                "(SELECT coalesce(max(batch_no), 0) FROM ledger WHERE issue_id = ?)) + 1 "
-                "WHERE issue_id = ? RETURNING last_batch_no",
-                (issue_id, issue_id),
-            ).fetchone()[0]
+            batch_no = _next_worker_batch_no(db, issue_id)
             # Exactly the locked rows (another worker's may lie between them): `= ANY` of the
             # ids, reached through the primary key (issue, segment, subscriber).
             db.conn.execute(
@@ -350,6 +344,31 @@ def claim_for_worker(
         ClaimedRow(r[0], r[1], r[2], decode_topics(r[3])) for r in rows if r[4] == "subscribed"
     ]
     return claimed, len(gone), batch_no
+
+
+def _next_worker_batch_no(db: Database, issue_id: str) -> int:
+    """The next number from the issue's counter (`sends.last_batch_no`), in the caller's claim.
+
+    The counter starts above the numbers earlier single-process runs gave, which takes the
+    issue's highest batch number: a scan of all its rows. That is done only while the counter is
+    unset. One statement with both (`coalesce(last_batch_no, (SELECT max …))`) scanned the
+    issue at every claim that had waited for another worker's: PostgreSQL re-checks such an
+    update (EvalPlanQual) and evaluates every sub-select of it then, needed or not; at 1,000,000
+    subscribers 4 workers' claims took 1.3 s each instead of 0.05.
+    """
+    row = db.conn.execute(
+        "UPDATE sends SET last_batch_no = last_batch_no + 1 "
+        "WHERE issue_id = ? AND last_batch_no IS NOT NULL RETURNING last_batch_no",
+        (issue_id,),
+    ).fetchone()
+    if row is not None:
+        return row[0]
+    return db.conn.execute(
+        "UPDATE sends SET last_batch_no = coalesce(last_batch_no, "
+        "(SELECT coalesce(max(batch_no), 0) FROM ledger WHERE issue_id = ?)) + 1 "
+        "WHERE issue_id = ? RETURNING last_batch_no",
+        (issue_id, issue_id),
+    ).fetchone()[0]
 
 
 def recover_gone_workers(db: Database, issue_id: str, reason: str) -> int:
